@@ -1,0 +1,9 @@
+FROM python:3.11-slim
+WORKDIR /app
+ENV PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1
+COPY pyproject.toml README.md ./
+COPY gateway gateway
+COPY resolvers resolvers
+COPY adapters adapters
+COPY legacy legacy
+RUN pip install --no-cache-dir .

@@ -1,0 +1,146 @@
+"""The ``commerce-gateway`` command."""
+
+from __future__ import annotations
+
+import argparse
+import signal
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from legacy.demo import SCALES
+
+if TYPE_CHECKING:
+    from legacy.sim import Knobs
+
+DEFAULT_DATA_DIR = Path("var/demo")
+ESTATE_SYSTEMS = ("pim", "pricing", "loyalty", "oms", "erp")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="commerce-gateway",
+        description="One GraphQL graph in front of a retailer's legacy systems.",
+    )
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    seed = commands.add_parser("seed", help="generate the demo estate's data")
+    seed.add_argument("--data-dir", type=Path, default=DEFAULT_DATA_DIR)
+    seed.add_argument("--scale", choices=sorted(SCALES), default="default")
+    seed.add_argument("--seed", type=int, default=42, help="random seed (same seed, same data)")
+    seed.add_argument("--erp-url", help="ERP database URL (default: SQLite in the data dir)")
+    seed.add_argument("--if-absent", action="store_true", help="do nothing if already seeded")
+    seed.add_argument("--quiet", action="store_true", help="no progress bar")
+    seed.set_defaults(handler=_seed)
+
+    legacy = commands.add_parser("legacy", help="start the simulated legacy estate")
+    legacy.add_argument("--data-dir", type=Path, default=DEFAULT_DATA_DIR)
+    legacy.add_argument("--host", default="127.0.0.1")
+    legacy.add_argument(
+        "--port",
+        type=int,
+        default=0,
+        help="first port; systems take consecutive ports (default: free ports)",
+    )
+    legacy.add_argument("--erp-url", help="ERP database URL (default: SQLite in the data dir)")
+    legacy.add_argument("--latency-ms", type=float, help="latency of every system")
+    legacy.add_argument("--jitter-ms", type=float, help="jitter of every system")
+    legacy.add_argument("--error-rate", type=float, help="share of calls failing (0..1)")
+    legacy.add_argument(
+        "--knob",
+        action="append",
+        default=[],
+        metavar="SYSTEM.KNOB=VALUE",
+        help="one system's knob, e.g. oms.latency_ms=400 or pricing.outage=true (repeatable)",
+    )
+    legacy.set_defaults(handler=_legacy)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    result: int = args.handler(args)
+    return result
+
+
+def _seed(args: argparse.Namespace) -> int:
+    from legacy.seed import is_seeded, seed
+
+    if args.if_absent and is_seeded(args.data_dir):
+        print(f"demo estate already seeded in {args.data_dir}")
+        return 0
+    estate = seed(args.data_dir, args.seed, args.scale, args.erp_url, progress=not args.quiet)
+    skus = sum(1 for _ in estate.skus)
+    print(
+        f"seeded {args.data_dir}: {len(estate.products)} products, {skus} SKUs, "
+        f"{len(estate.locations)} locations, {len(estate.customers)} customers, "
+        f"{len(estate.promotions)} promotions (scale {args.scale}, seed {args.seed})"
+    )
+    return 0
+
+
+def _legacy(args: argparse.Namespace) -> int:
+    from legacy.launcher import EstateConfig, start_estate
+    from legacy.seed import is_seeded
+
+    if not is_seeded(args.data_dir):
+        print(f"no demo estate in {args.data_dir}; run: commerce-gateway seed", file=sys.stderr)
+        return 2
+    try:
+        knobs = _knobs(args)
+    except ValueError as exc:
+        print(f"commerce-gateway legacy: {exc}", file=sys.stderr)
+        return 2
+    ports = {s: args.port + i for i, s in enumerate(ESTATE_SYSTEMS)} if args.port else {}
+    config = EstateConfig(
+        data_dir=args.data_dir, host=args.host, ports=ports, knobs=knobs, erp_url=args.erp_url
+    )
+    estate = start_estate(config)
+    for line in estate.describe():
+        print(line, flush=True)
+    stopping = False
+
+    def stop(signum: int, frame: object) -> None:
+        nonlocal stopping
+        stopping = True
+
+    signal.signal(signal.SIGINT, stop)
+    signal.signal(signal.SIGTERM, stop)
+    try:
+        while not stopping and all(p.poll() is None for p in estate.processes.values()):
+            time.sleep(0.2)
+    finally:
+        estate.stop()
+    return 0
+
+
+def _knobs(args: argparse.Namespace) -> dict[str, Knobs]:
+    from legacy.sim import Knobs
+
+    knobs = {system: Knobs() for system in ESTATE_SYSTEMS}
+    knobs["oms"] = Knobs(latency_ms=250, jitter_ms=150)  # the OMS is slow unless told otherwise
+    common = {
+        name: value
+        for name, value in (
+            ("latency_ms", args.latency_ms),
+            ("jitter_ms", args.jitter_ms),
+            ("error_rate", args.error_rate),
+        )
+        if value is not None
+    }
+    for system_knobs in knobs.values():
+        system_knobs.update(dict(common))
+    for assignment in args.knob:
+        system, _, rest = assignment.partition(".")
+        name, _, raw = rest.partition("=")
+        if system not in knobs or not name or not raw:
+            raise ValueError(f"bad --knob {assignment!r}; expected SYSTEM.KNOB=VALUE")
+        value: object = raw.lower() == "true" if raw.lower() in ("true", "false") else float(raw)
+        knobs[system].update({name: value})
+    return knobs
+
+
+if __name__ == "__main__":
+    sys.exit(main())

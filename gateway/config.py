@@ -1,0 +1,116 @@
+"""Settings: four environment variables, and a TOML file for everything with structure.
+
+Environment (the contract of DESIGN.md §3): ``DATABASE_URL``, ``REDIS_URL``, ``GATEWAY_CONFIG``
+(path of the TOML file), ``PORT``. The TOML file names each backend's URL, timeouts and keys, the
+channels' API keys and scopes, and the customer-token settings. Secrets may also come from the
+environment (``GATEWAY_JWT_SECRET``), so that a checked-in file need not hold them.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from pathlib import Path
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+DEFAULT_CONFIG = Path("config/demo.toml")
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class HttpBackend(_Strict):
+    url: str
+    timeout: float = Field(default=5.0, gt=0)
+    max_connections: int = Field(default=32, gt=0)
+
+
+class PimBackend(HttpBackend):
+    locale: str = "en_GB"
+    fallback_locale: str = "de_DE"
+
+
+class PricingBackend(HttpBackend):
+    max_concurrency: int = Field(default=8, gt=0)
+
+
+class PromotionsBackend(_Strict):
+    folder: Path
+    check_interval: float = Field(default=1.0, ge=0)
+
+
+class ErpBackend(_Strict):
+    url: str
+    timeout: float = Field(default=5.0, gt=0)
+    pool_size: int = Field(default=10, gt=0)
+
+
+class LoyaltyBackend(HttpBackend):
+    api_key: SecretStr
+    max_retries: int = Field(default=3, ge=0)
+
+
+class OmsBackend(HttpBackend):
+    timeout: float = Field(default=10.0, gt=0)
+
+
+class BackendsConfig(_Strict):
+    pim: PimBackend
+    pricing: PricingBackend
+    promotions: PromotionsBackend
+    erp: ErpBackend
+    loyalty: LoyaltyBackend
+    oms: OmsBackend
+
+
+class ChannelConfig(_Strict):
+    """A sales channel, identified by the API key it is configured under."""
+
+    name: str
+    scopes: frozenset[str] = frozenset()
+
+
+class AuthConfig(_Strict):
+    jwt_secret: SecretStr | None = None
+    jwt_public_key: str | None = None
+    algorithm: str = "HS256"
+    issuer: str = "commerce-gateway"
+    audience: str = "commerce-gateway"
+    token_ttl_seconds: int = Field(default=3600, gt=0)
+
+
+class GatewayConfig(_Strict):
+    backends: BackendsConfig | None = None
+    channels: dict[str, ChannelConfig] = Field(default_factory=dict)
+    auth: AuthConfig = AuthConfig()
+
+
+class Settings(BaseSettings):
+    """What the environment says. ``config()`` reads the TOML file it points at."""
+
+    model_config = SettingsConfigDict(env_prefix="", extra="ignore", frozen=True)
+
+    database_url: str = "sqlite+aiosqlite:///var/gateway.sqlite"
+    redis_url: str | None = None
+    gateway_config: Path = DEFAULT_CONFIG
+    port: int = 8000
+    host: str = "127.0.0.1"
+    gateway_jwt_secret: SecretStr | None = None
+
+    @classmethod
+    def from_env(cls) -> Settings:
+        return cls()
+
+    def config(self) -> GatewayConfig:
+        """Parse and validate the TOML file; raises ValueError naming the file on any error."""
+        try:
+            raw = tomllib.loads(self.gateway_config.read_text())
+            config = GatewayConfig.model_validate(raw)
+        except (OSError, tomllib.TOMLDecodeError, ValueError) as exc:
+            raise ValueError(f"invalid gateway config {self.gateway_config}: {exc}") from exc
+        if self.gateway_jwt_secret is not None:
+            auth = config.auth.model_copy(update={"jwt_secret": self.gateway_jwt_secret})
+            config = config.model_copy(update={"auth": auth})
+        return config
