@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed-stamp
 DATA_DIR ?= var/demo
 SCALE ?= default
 
-.PHONY: venv test check lint format seed legacy run clean
+.PHONY: venv test check format seed legacy run schema clean
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -37,7 +37,13 @@ seed: $(STAMP)
 legacy: seed
 	$(BIN)/commerce-gateway legacy --data-dir $(DATA_DIR)
 
-run: legacy
+## seed once, start the simulated estate, serve the gateway on http://127.0.0.1:$${PORT:-8000}/graphql
+run: seed
+	$(BIN)/commerce-gateway serve --demo --data-dir $(DATA_DIR)
+
+## write schema.graphql from the code
+schema: $(STAMP)
+	$(BIN)/commerce-gateway schema export
 
 clean:
 	rm -rf $(VENV) var .mypy_cache .ruff_cache .pytest_cache

@@ -2,14 +2,17 @@
 
 The PIM pages listings (at most 200 per page), caps batch lookups at 100 keys, keeps texts as
 ``{"code", "value", "locale"}`` attribute lists, reports categories as a root-first breadcrumb,
-stamps ``lastModified`` in its own clock and publishes a sequence-numbered change feed. This
-adapter resolves attributes to one locale (with a fallback), chunks and parallelises lookups,
-maps any offset/limit onto the fewest pages, and converts every timestamp to UTC.
+stamps ``lastModified`` in its own clock, names each product's assortments by code and
+publishes a sequence-numbered change feed. This adapter resolves attributes to one locale (with a
+fallback) and assortment codes to store ids (with a cached copy of the assortment master data),
+chunks and parallelises lookups, maps any offset/limit onto the fewest pages, and converts every
+timestamp to UTC.
 """
 
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any, TypeVar
@@ -53,6 +56,12 @@ class RestPimCatalogue:
     they are split into requests of 100, run concurrently on at most ``max_connections``
     pooled connections. Every request has ``timeout`` seconds. Failures raise
     ``BackendTimedOut``, ``BackendUnavailable`` (after one retry) or ``BackendRejected``.
+
+    Each variant's ``ranged_at`` comes from the assortment codes in the product payload, resolved
+    with the PIM's assortment table. The table is read whole (one request), kept for
+    ``assortment_ttl`` seconds, and read again sooner when a product names a code it lacks; an
+    assortment the PIM no longer has ranges nothing. Call ``warm_up`` once at start: from then
+    on a listing page, or a lookup of up to 100 keys, is one request to the PIM.
     """
 
     def __init__(
@@ -63,8 +72,10 @@ class RestPimCatalogue:
         fallback_locale: str = "de_DE",
         timeout: float = 5.0,
         max_connections: int = 32,
+        assortment_ttl: float = 300.0,
         transport: httpx.AsyncBaseTransport | None = None,
     ) -> None:
+        self._assortments = _AssortmentTable(self._read_assortments, assortment_ttl)
         self._locales = (_locale_code(locale), _locale_code(fallback_locale))
         self._requests = asyncio.Semaphore(max_connections)
         self._client = httpx.AsyncClient(
@@ -104,13 +115,9 @@ class RestPimCatalogue:
         )
         rows = self._parse(lambda: [row for body in bodies for row in body["items"]])
         start = offset - (pages[0] - 1) * page_size
-        return self._parse(
-            lambda: ProductPage(
-                items=tuple(self._product(row) for row in rows[start:][:limit]),
-                offset=offset,
-                total=int(bodies[0]["totalItems"]),
-            )
-        )
+        items = await self._products(rows[start:][:limit])
+        total = self._parse(lambda: int(bodies[0]["totalItems"]))
+        return ProductPage(items=tuple(items), offset=offset, total=total)
 
     async def categories(self) -> Sequence[Category]:
         """The whole category tree, parents before children (depth first, in the PIM's order)."""
@@ -118,12 +125,19 @@ class RestPimCatalogue:
         return self._parse(lambda: list(self._flatten(body["categories"], None)))
 
     async def ranging(self, skus: Sequence[str]) -> Mapping[str, frozenset[str]]:
-        """The store codes (DCs included) ranging each SKU. Unknown SKUs are absent."""
-        bodies = await self._bounded(
-            self._get("/api/v1/ranging", {"skus": ",".join(chunk)}) for chunk in _chunks(skus)
-        )
-        rows = self._parse(lambda: [row for body in bodies for row in body["items"]])
-        return self._parse(lambda: {str(r["sku"]): frozenset(map(str, r["stores"])) for r in rows})
+        """The store codes (DCs included) ranging each SKU. Unknown SKUs are absent. Read from
+        the products owning the SKUs, so it always agrees with their variants' ``ranged_at``."""
+        variants = {
+            variant.sku: variant
+            for product in (await self.products_by_sku(skus)).values()
+            for variant in product.variants
+        }
+        return {sku: variants[sku].ranged_at for sku in skus if sku in variants}
+
+    async def warm_up(self) -> None:
+        """Read the PIM's assortment table now, so that later lookups need no extra request.
+        Raises like any lookup when the PIM fails."""
+        await self._assortments.reload()
 
     async def changes(self, since: str | None) -> ChangeBatch:
         """Up to 1000 product changes after ``since`` (None: from the start of the feed), oldest
@@ -142,7 +156,23 @@ class RestPimCatalogue:
         bodies = await self._bounded(
             self._get("/api/v1/products", {key: ",".join(chunk)}) for chunk in _chunks(values)
         )
-        return self._parse(lambda: [self._product(row) for body in bodies for row in body["items"]])
+        return await self._products(
+            self._parse(lambda: [row for body in bodies for row in body["items"]])
+        )
+
+    async def _products(self, rows: list[JsonObject]) -> list[Product]:
+        """Products from payload rows, with their assortment codes resolved to store ids."""
+        if not rows:
+            return []
+        codes = self._parse(lambda: _assortment_codes(rows))
+        stores = await self._assortments.covering(codes)
+        return self._parse(lambda: [self._product(row, stores) for row in rows])
+
+    async def _read_assortments(self) -> dict[str, frozenset[str]]:
+        body = await self._get("/api/v1/assortments", {})
+        return self._parse(
+            lambda: {str(row["code"]): frozenset(map(str, row["stores"])) for row in body["items"]}
+        )
 
     async def _bounded(self, requests: Iterable[Awaitable[T]]) -> list[T]:
         """Run ``requests`` concurrently, at most ``max_connections`` at a time, so that a large
@@ -189,8 +219,9 @@ class RestPimCatalogue:
 
     # ----------------------------------------------------------------------- parsing
 
-    def _product(self, row: JsonObject) -> Product:
+    def _product(self, row: JsonObject, stores: Mapping[str, frozenset[str]]) -> Product:
         code = str(row["code"])
+        assortments = _strings(row["assortments"])
         attributes = row["attributes"]
         breadcrumb = [str(category) for category in row["categories"]]
         return Product(
@@ -200,11 +231,14 @@ class RestPimCatalogue:
             description=self._text(attributes, "description") or "",
             # The PIM lists the breadcrumb root first; ours starts at the most specific category.
             categories=tuple(dict.fromkeys(reversed(breadcrumb))),
-            variants=tuple(self._variant(code, variant) for variant in row["variants"]),
+            variants=tuple(
+                self._variant(code, variant, _ranged_at(variant, assortments, stores))
+                for variant in row["variants"]
+            ),
             updated_at=_timestamp(row["lastModified"]),
         )
 
-    def _variant(self, product_code: str, row: JsonObject) -> Variant:
+    def _variant(self, product_code: str, row: JsonObject, ranged_at: frozenset[str]) -> Variant:
         codes = sorted({str(attribute["code"]) for attribute in row["attributes"]})
         resolved = ((code, self._text(row["attributes"], code)) for code in codes)
         ean = row.get("ean")
@@ -215,6 +249,7 @@ class RestPimCatalogue:
                 Attribute(code, value) for code, value in resolved if value is not None
             ),
             ean=str(ean) if ean else None,
+            ranged_at=ranged_at,
         )
 
     def _text(self, attributes: list[JsonObject], code: str) -> str | None:
@@ -235,6 +270,51 @@ class RestPimCatalogue:
             yield from self._flatten(node.get("children") or [], code)
 
 
+class _AssortmentTable:
+    """The PIM's assortments (code -> store ids), read whole by ``read`` and kept for ``ttl``
+    seconds. ``covering`` reads it again before then for a code it lacks, but only once per
+    such code: a code the PIM itself does not know waits for the next expiry. One read at a
+    time; callers arriving meanwhile share its result."""
+
+    def __init__(
+        self, read: Callable[[], Awaitable[dict[str, frozenset[str]]]], ttl: float
+    ) -> None:
+        self._read = read
+        self._ttl = ttl
+        self._stores: dict[str, frozenset[str]] = {}
+        self._missing: set[str] = set()  # codes asked for and still unknown after a read
+        self._read_at: float | None = None
+        self._lock = asyncio.Lock()
+
+    async def covering(self, codes: Iterable[str]) -> Mapping[str, frozenset[str]]:
+        """The table, read first when it has expired or lacks one of ``codes``."""
+        wanted = set(codes)
+        if self._stale(wanted):
+            async with self._lock:
+                # Another caller may have read it while this one waited for the lock.
+                if self._stale(wanted):
+                    await self._reload(wanted)
+        return self._stores
+
+    async def reload(self) -> None:
+        """Read the table now."""
+        async with self._lock:
+            await self._reload(set())
+
+    def _stale(self, wanted: set[str]) -> bool:
+        return self._expired() or not wanted <= self._stores.keys() | self._missing
+
+    def _expired(self) -> bool:
+        return self._read_at is None or time.monotonic() - self._read_at >= self._ttl
+
+    async def _reload(self, wanted: set[str]) -> None:
+        if self._expired():
+            self._missing.clear()
+        self._stores = await self._read()
+        self._missing = (self._missing | wanted) - self._stores.keys()
+        self._read_at = time.monotonic()
+
+
 def plan_pages(offset: int, limit: int, page_limit: int) -> tuple[int, list[int]]:
     """The page size (at most ``page_limit``) and the 1-based page numbers that cover items
     ``offset`` to ``offset + limit - 1`` in the fewest pages, then with the fewest items read."""
@@ -247,6 +327,31 @@ def plan_pages(offset: int, limit: int, page_limit: int) -> tuple[int, list[int]
     assert best is not None  # page_limit >= 1
     size = best[2]
     return size, list(range(offset // size + 1, last // size + 2))
+
+
+def _assortment_codes(rows: Iterable[JsonObject]) -> set[str]:
+    """Every assortment code the product rows name, on products or on variants."""
+    codes = {code for row in rows for code in _strings(row["assortments"])}
+    for row in rows:
+        for variant in row["variants"]:
+            codes.update(_strings(variant.get("assortments") or []))
+    return codes
+
+
+def _ranged_at(
+    variant: JsonObject, inherited: list[str], stores: Mapping[str, frozenset[str]]
+) -> frozenset[str]:
+    """The stores of the variant's own assortments, else of its product's (the PIM repeats
+    them on a variant only where they differ)."""
+    own = variant.get("assortments")
+    codes = inherited if own is None else _strings(own)
+    return frozenset().union(*(stores.get(code, frozenset()) for code in codes))
+
+
+def _strings(values: object) -> list[str]:
+    if not isinstance(values, list):
+        raise TypeError(f"expected a list of codes, got {values!r}")
+    return [str(value) for value in values]
 
 
 def _chunks(keys: Sequence[str]) -> list[list[str]]:

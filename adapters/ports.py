@@ -102,6 +102,7 @@ class Variant:
     product_code: str
     attributes: tuple[Attribute, ...]
     ean: str | None = None
+    ranged_at: frozenset[str] = frozenset()  # the location ids (DCs included) that sell this SKU
 
 
 @dataclass(frozen=True, slots=True)
@@ -157,7 +158,11 @@ class ChangeBatch:
 
 @runtime_checkable
 class CataloguePort(Protocol):
-    """Products, variants, categories and store ranging (the PIM)."""
+    """Products, variants, categories and store ranging (the PIM).
+
+    Every product returned by ``products``, ``products_by_sku`` and ``list_products`` carries
+    its ranging: each variant's ``ranged_at`` is the set of location ids that sell that SKU,
+    the same set ``ranging`` answers for it, so a listing needs no separate ranging lookup."""
 
     async def products(self, codes: Sequence[str]) -> Mapping[str, Product]:
         """Products by code. Unknown codes are absent. Any number of codes."""

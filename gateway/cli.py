@@ -45,18 +45,46 @@ def build_parser() -> argparse.ArgumentParser:
         help="first port; systems take consecutive ports (default: free ports)",
     )
     legacy.add_argument("--erp-url", help="ERP database URL (default: SQLite in the data dir)")
-    legacy.add_argument("--latency-ms", type=float, help="latency of every system")
-    legacy.add_argument("--jitter-ms", type=float, help="jitter of every system")
-    legacy.add_argument("--error-rate", type=float, help="share of calls failing (0..1)")
-    legacy.add_argument(
+    _knob_arguments(legacy)
+    legacy.set_defaults(handler=_legacy)
+
+    serve = commands.add_parser("serve", help="serve the gateway (GraphQL on /graphql)")
+    serve.add_argument("--host", help="interface to listen on (default 127.0.0.1)")
+    serve.add_argument("--port", type=int, help="port to listen on (default: $PORT or 8000)")
+    serve.add_argument(
+        "--demo",
+        action="store_true",
+        help="also start the simulated estate seeded in --data-dir and use it as the backends",
+    )
+    serve.add_argument("--data-dir", type=Path, default=DEFAULT_DATA_DIR)
+    _knob_arguments(serve)
+    serve.set_defaults(handler=_serve)
+
+    schema = commands.add_parser("schema", help="export or check schema.graphql")
+    schema.add_argument("action", choices=["export", "check"])
+    schema.add_argument("--path", type=Path, default=Path("schema.graphql"))
+    schema.set_defaults(handler=_schema)
+
+    token = commands.add_parser("token", help="print a demo customer token (JWT)")
+    token.add_argument("customer_id", metavar="CUSTOMER_ID", help="e.g. C0001")
+    token.add_argument(
+        "--ttl", type=int, metavar="SECONDS", help="lifetime (default: the configured one)"
+    )
+    token.set_defaults(handler=_token)
+    return parser
+
+
+def _knob_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--latency-ms", type=float, help="latency of every legacy system")
+    parser.add_argument("--jitter-ms", type=float, help="jitter of every legacy system")
+    parser.add_argument("--error-rate", type=float, help="share of calls failing (0..1)")
+    parser.add_argument(
         "--knob",
         action="append",
         default=[],
         metavar="SYSTEM.KNOB=VALUE",
         help="one system's knob, e.g. oms.latency_ms=400 or pricing.outage=true (repeatable)",
     )
-    legacy.set_defaults(handler=_legacy)
-    return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -114,6 +142,47 @@ def _legacy(args: argparse.Namespace) -> int:
     finally:
         estate.stop()
     return 0
+
+
+def _token(args: argparse.Namespace) -> int:
+    from gateway.config import Settings
+    from gateway.security import CustomerTokens, TokenSigningUnavailable
+
+    try:
+        tokens = CustomerTokens(Settings.from_env().config().auth)
+        print(tokens.issue(args.customer_id, args.ttl))
+    except (ValueError, TokenSigningUnavailable) as exc:
+        print(f"commerce-gateway token: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
+def _serve(args: argparse.Namespace) -> int:
+    from gateway.config import Settings
+    from gateway.serve import serve
+    from legacy.seed import is_seeded
+
+    overrides = {"host": args.host, "port": args.port}
+    settings = Settings.from_env().model_copy(
+        update={name: value for name, value in overrides.items() if value is not None}
+    )
+    if not args.demo:
+        return serve(settings)
+    if not is_seeded(args.data_dir):
+        print(f"no demo estate in {args.data_dir}; run: commerce-gateway seed", file=sys.stderr)
+        return 2
+    try:
+        knobs = _knobs(args)
+    except ValueError as exc:
+        print(f"commerce-gateway serve: {exc}", file=sys.stderr)
+        return 2
+    return serve(settings, args.data_dir, knobs)
+
+
+def _schema(args: argparse.Namespace) -> int:
+    from gateway.serve import check_schema, export_schema
+
+    return export_schema(args.path) if args.action == "export" else check_schema(args.path)
 
 
 def _knobs(args: argparse.Namespace) -> dict[str, Knobs]:

@@ -9,6 +9,7 @@ environment (``GATEWAY_JWT_SECRET``), so that a checked-in file need not hold th
 from __future__ import annotations
 
 import tomllib
+from decimal import Decimal
 from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr
@@ -81,10 +82,18 @@ class AuthConfig(_Strict):
     token_ttl_seconds: int = Field(default=3600, gt=0)
 
 
+class LoyaltyProgramConfig(_Strict):
+    """What one loyalty point is worth when spent, in the shop's currency."""
+
+    point_value: Decimal = Decimal("0.01")
+    currency: str = "EUR"
+
+
 class GatewayConfig(_Strict):
     backends: BackendsConfig | None = None
     channels: dict[str, ChannelConfig] = Field(default_factory=dict)
     auth: AuthConfig = AuthConfig()
+    loyalty: LoyaltyProgramConfig = LoyaltyProgramConfig()
 
 
 class Settings(BaseSettings):

@@ -10,7 +10,11 @@ Quirks a client has to live with, as with real PIMs:
   change feed's ``changedAt`` is UTC;
 - ``pageSize`` above 200 is silently cut to 200 (the response says so); batch lookups by
   ``codes`` or ``skus`` refuse more than 100 keys with HTTP 400; unknown keys are left out;
-- store ranging is kept per SKU as named assortments (lists of store codes, DCs included).
+- store ranging is kept per SKU as named assortments (lists of store codes, DCs included);
+  payloads name a product's assortment codes, never its stores, and a variant repeats
+  ``assortments`` only where it differs from its product's; the codes are resolved with the
+  master data of ``/api/v1/assortments``, and deleting an assortment leaves its code dangling on
+  the products that named it.
 
 Wire format: see ``create_app``. The data is the ``catalog.json`` export written by ``write_data``.
 """
@@ -135,8 +139,10 @@ class Catalogue:
         self.products: dict[str, JsonObject] = {p["code"]: p for p in document["products"]}
         self.codes = sorted(self.products)
         self.owners = {v["sku"]: p["code"] for p in document["products"] for v in p["variants"]}
-        assortments: dict[str, list[str]] = document["assortments"]
-        self.ranging = {sku: assortments[name] for sku, name in document["ranging"].items()}
+        self.assortments: dict[str, list[str]] = document["assortments"]
+        self.ranging = {sku: [name] for sku, name in document["ranging"].items()}
+        for product in self.products.values():
+            _label_assortments(product, self.ranging)
         self.subtrees = _subtrees(self.categories)
         self.texts = {code: _search_text(product) for code, product in self.products.items()}
         history = sorted(self.products.values(), key=lambda p: (p["lastModified"], p["code"]))
@@ -170,17 +176,25 @@ class Catalogue:
     def by_skus(self, skus: Iterable[str]) -> list[JsonObject]:
         return self.by_codes(self.owners[sku] for sku in skus if sku in self.owners)
 
+    def stores(self, sku: str) -> list[str]:
+        """The store codes of every assortment ranging ``sku``; a dangling code adds none."""
+        codes = (self.assortments.get(name, []) for name in self.ranging.get(sku, []))
+        return sorted({store for stores in codes for store in stores})
+
     def changes_after(self, since: int, limit: int) -> list[JsonObject]:
         # Sequence numbers are 1-based and contiguous, so the feed index is seq - 1.
         return self.feed[max(since, 0) : max(since, 0) + limit]
 
     def update(self, code: str, changes: JsonObject, now: datetime) -> JsonObject:
-        """Apply a partial update (``name``, ``description``, ``brand``, ``status``) and append
-        it to the change feed. Raises KeyError for an unknown product, BadRequest otherwise."""
+        """Apply a partial update (``name``, ``description``, ``brand``, ``status``, and
+        ``assortments``, which ranges every variant) and append it to the change feed. Raises
+        KeyError for an unknown product, BadRequest otherwise."""
         product = self.products[code]
-        unknown = set(changes) - {"name", "description", "brand", "status", "locale"}
+        unknown = set(changes) - {"name", "description", "brand", "status", "locale", "assortments"}
         if unknown:
             raise BadRequest("UNKNOWN_FIELD", f"cannot update {sorted(unknown)}")
+        if "assortments" in changes:
+            self._assign(product, changes["assortments"])
         locale = changes.get("locale", "en_GB")
         for field in ("name", "description"):
             if field in changes:
@@ -197,6 +211,21 @@ class Catalogue:
         self._record(code, now, sorted(set(changes) - {"locale"}))
         return product
 
+    def _assign(self, product: JsonObject, assortments: object) -> None:
+        """Range every variant (a list of codes) or the variants named (``{sku: [codes]}``)."""
+        skus = [variant["sku"] for variant in product["variants"]]
+        wanted = assortments if isinstance(assortments, dict) else dict.fromkeys(skus, assortments)
+        ranging: dict[str, list[str]] = {}
+        for sku, names in wanted.items():
+            if sku not in skus or not isinstance(names, list):
+                raise BadRequest("INVALID_BODY", f"{sku}: expected a list of assortment codes")
+            ranging[sku] = [str(name) for name in names]
+            unknown = sorted(set(ranging[sku]) - set(self.assortments))
+            if unknown:
+                raise BadRequest("UNKNOWN_ASSORTMENT", f"no assortments {unknown}")
+        self.ranging.update(ranging)
+        _label_assortments(product, self.ranging)
+
     def _record(self, code: str, at: datetime, fields: list[str]) -> None:
         changed_at = at.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
         self.feed.append(
@@ -208,6 +237,18 @@ class Catalogue:
                 "fields": fields,
             }
         )
+
+
+def _label_assortments(product: JsonObject, ranging: dict[str, list[str]]) -> None:
+    """Name the product's assortments as the PIM exports them: the first variant's on the
+    product, and on each variant only where its own differ."""
+    names = [ranging.get(variant["sku"], []) for variant in product["variants"]]
+    product["assortments"] = list(names[0]) if names else []
+    for variant, own in zip(product["variants"], names, strict=True):
+        if own != product["assortments"]:
+            variant["assortments"] = list(own)
+        else:
+            variant.pop("assortments", None)
 
 
 def _set_attribute(attributes: list[JsonObject], code: str, locale: str, value: str) -> None:
@@ -265,9 +306,14 @@ def create_app(settings: SimSettings) -> Starlette:
       envelope holding the products found (the owners of the SKUs);
     - ``GET /api/v1/categories`` -> ``{"categories": [{"code", "labels", "children"}...]}``;
     - ``GET /api/v1/ranging?skus=...`` (at most 100) -> ``{"items": [{"sku", "stores"}...]}``;
+    - ``GET /api/v1/assortments`` -> ``{"totalItems", "items": [{"code", "stores"}...]}``, every
+      assortment in code order (products name these codes in ``"assortments"``);
     - ``GET /api/v1/changes?since=0&limit=100`` -> ``{"changes": [...], "lastSeq", "hasMore"}``;
     - ``POST /_sim/products/{code}`` with e.g. ``{"name": "..."}`` (simulation only) edits a
-      product and appends to the change feed.
+      product and appends to the change feed; ``{"assortments": ["ASM-001"]}`` re-ranges it
+      (``{"assortments": {sku: [...]}}`` only the variants named);
+    - ``POST /_sim/assortments/{code}`` with ``{"stores": [...]}`` creates or replaces an
+      assortment, ``DELETE /_sim/assortments/{code}`` removes it (simulation only).
 
     Errors are ``{"error": {"code", "message"}}`` with 400, 404 or 503 (simulated failure).
     """
@@ -289,8 +335,10 @@ class _PimApi:
             Route("/api/v1/products", self.products, methods=["GET"]),
             Route("/api/v1/categories", self._serving("getCategories", self.categories)),
             Route("/api/v1/ranging", self._serving("getRanging", self.ranging)),
+            Route("/api/v1/assortments", self._serving("getAssortments", self.assortments)),
             Route("/api/v1/changes", self._serving("getChanges", self.changes)),
             Route("/_sim/products/{code}", self.update, methods=["POST"]),
+            Route("/_sim/assortments/{code}", self.edit_assortment, methods=["POST", "DELETE"]),
             *self.sim.routes(),
         ]
 
@@ -341,8 +389,13 @@ class _PimApi:
 
     def ranging(self, request: Request) -> JsonObject:
         skus = sorted(set(_keys(request, "skus")))
-        ranging = self.catalogue.ranging
-        return {"items": [{"sku": sku, "stores": ranging[sku]} for sku in skus if sku in ranging]}
+        ranged = [sku for sku in skus if sku in self.catalogue.ranging]
+        return {"items": [{"sku": sku, "stores": self.catalogue.stores(sku)} for sku in ranged]}
+
+    def assortments(self, request: Request) -> JsonObject:
+        table = self.catalogue.assortments
+        items = [{"code": code, "stores": table[code]} for code in sorted(table)]
+        return {"totalItems": len(items), "items": items}
 
     def changes(self, request: Request) -> JsonObject:
         since = _integer(request.query_params, "since", 0, minimum=0)
@@ -364,6 +417,19 @@ class _PimApi:
         except BadRequest as exc:
             return _error(400, exc.code, exc.message)
         return JSONResponse(product)
+
+    async def edit_assortment(self, request: Request) -> JSONResponse:
+        code = request.path_params["code"]
+        table = self.catalogue.assortments
+        if request.method == "DELETE":
+            found = table.pop(code, None)
+            return JSONResponse({"code": code, "deleted": found is not None})
+        body = await request.json()
+        stores = body.get("stores") if isinstance(body, dict) else None
+        if not isinstance(stores, list) or not all(isinstance(store, str) for store in stores):
+            return _error(400, "INVALID_BODY", 'expected {"stores": [store codes]}')
+        table[code] = list(stores)
+        return JSONResponse({"code": code, "stores": table[code]})
 
 
 def _keys(request: Request, name: str) -> list[str]:

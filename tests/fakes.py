@@ -123,8 +123,10 @@ class ChangeLog(Generic[Key]):
 
 
 class FakeCatalogue(FakeBackend):
-    """``CataloguePort`` over products, a category tree and per-SKU store ranging. A SKU
-    without a ranging entry is sold nowhere. ``upsert`` changes a product and feeds it."""
+    """``CataloguePort`` over products, a category tree and per-SKU store ranging. ``ranging``,
+    when given, sets every variant's ``ranged_at`` (a SKU without an entry is sold nowhere);
+    otherwise the products' own ``ranged_at`` stands. ``ranging()`` answers from ``ranged_at``.
+    ``upsert`` changes a product, ranging included, and feeds it."""
 
     backend = "pim"
 
@@ -135,9 +137,10 @@ class FakeCatalogue(FakeBackend):
         ranging: Mapping[str, frozenset[str]] | None = None,
     ) -> None:
         super().__init__()
+        if ranging is not None:
+            products = [_ranged(product, ranging) for product in products]
         self._products = {product.code: product for product in products}
         self._categories = tuple(categories)
-        self._ranging = dict(ranging or {})
         self._log = ChangeLog(code for code in _by_update(self._products.values()))
 
     def upsert(self, product: Product) -> None:
@@ -167,8 +170,8 @@ class FakeCatalogue(FakeBackend):
 
     async def ranging(self, skus: Sequence[str]) -> Mapping[str, frozenset[str]]:
         await self._call("ranging")
-        owners = self._owners()
-        return {sku: self._ranging.get(sku, frozenset()) for sku in skus if sku in owners}
+        variants = {v.sku: v for p in self._products.values() for v in p.variants}
+        return {sku: variants[sku].ranged_at for sku in skus if sku in variants}
 
     async def changes(self, since: str | None) -> ChangeBatch:
         await self._call("changes")
@@ -553,6 +556,14 @@ def _product(product: DemoProduct, parents: Mapping[str, str | None]) -> Product
         variants=variants,
         updated_at=product.updated_at,
     )
+
+
+def _ranged(product: Product, ranging: Mapping[str, frozenset[str]]) -> Product:
+    variants = tuple(
+        replace(variant, ranged_at=ranging.get(variant.sku, frozenset()))
+        for variant in product.variants
+    )
+    return replace(product, variants=variants)
 
 
 def rule_from_demo(promotion: DemoPromotion, currency: str = CURRENCY) -> PromotionRule:

@@ -4,11 +4,17 @@ from __future__ import annotations
 
 import asyncio
 import os
+import socket
+import threading
+import time
 from collections.abc import Iterable
+from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
 import pytest
+import uvicorn
+from starlette.applications import Starlette
 
 from legacy.demo import DemoEstate
 from legacy.launcher import EstateConfig, RunningEstate, default_erp_url, start_estate
@@ -66,3 +72,68 @@ def reset_estate(estate: RunningEstate) -> None:
     with httpx.Client(timeout=5) as client:
         for url in estate.urls.values():
             client.post(f"{url}/_sim/reset").raise_for_status()
+
+
+ROOT = Path(__file__).resolve().parents[1]
+DEMO_CONFIG = ROOT / "config" / "demo.toml"
+GRAPHQL_KEYS = ("demo-web", "demo-mobile", "demo-kiosk", "demo-pos", "demo-csr", "demo-partner")
+
+
+@dataclass
+class ServedGateway:
+    """The gateway app served over real HTTP by uvicorn on a thread of the test process."""
+
+    url: str
+    app: Starlette
+    server: uvicorn.Server
+    thread: threading.Thread
+
+    def graphql(
+        self,
+        query: str,
+        variables: dict[str, object] | None = None,
+        key: str = "demo-web",
+        token: str | None = None,
+    ) -> httpx.Response:
+        headers = {"X-Api-Key": key}
+        if token is not None:
+            headers["Authorization"] = f"Bearer {token}"
+        body = {"query": query, "variables": variables or {}}
+        return httpx.post(f"{self.url}/graphql", json=body, headers=headers, timeout=30)
+
+    def metric(self, name: str, **labels: str) -> float:
+        """The value of one sample of ``/metrics`` (0 when absent)."""
+        text = httpx.get(f"{self.url}/metrics", timeout=10).text
+        wanted = ",".join(f'{key}="{value}"' for key, value in labels.items())
+        prefix = f"{name}{{{wanted}}} " if wanted else f"{name} "
+        for line in text.splitlines():
+            if line.startswith(prefix):
+                return float(line.rsplit(" ", 1)[1])
+        return 0.0
+
+    def stop(self) -> None:
+        self.server.should_exit = True
+        self.thread.join(timeout=10)
+
+
+def serve_gateway(estate: RunningEstate) -> ServedGateway:
+    """Serve the gateway, configured by the demo config, over ``estate``'s backends."""
+    from gateway.app import create_app
+    from gateway.config import Settings
+    from gateway.serve import demo_backends
+
+    settings = Settings(gateway_config=DEMO_CONFIG)
+    backends = demo_backends(estate.urls, estate.erp_url, estate.promotions_dir, estate.api_key)
+    app = create_app(settings, settings.config().model_copy(update={"backends": backends}))
+    listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    listener.bind(("127.0.0.1", 0))
+    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", access_log=False))
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [listener]}, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 30
+    while not server.started:
+        if not thread.is_alive() or time.monotonic() > deadline:
+            raise RuntimeError("the gateway did not start")
+        time.sleep(0.02)
+    url = f"http://127.0.0.1:{listener.getsockname()[1]}"
+    return ServedGateway(url, app, server, thread)

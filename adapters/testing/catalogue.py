@@ -197,6 +197,23 @@ class CatalogueContract:
         await check_empty(catalogue.ranging, "ranging")
         await check_large_batch(catalogue.ranging, skus, unknown, "ranging")
 
+    async def test_variants_carry_the_ranging_of_their_sku(
+        self, catalogue: CataloguePort, sample: ConformanceSample
+    ) -> None:
+        by_code = await catalogue.products(_codes(sample))
+        by_sku = await catalogue.products_by_sku(_skus(sample))
+        page = await catalogue.list_products(0, 30)
+        products = [*by_code.values(), *by_sku.values(), *page.items]
+        skus = sorted({variant.sku for product in products for variant in product.variants})
+        ranging = await catalogue.ranging(skus)
+        for product in products:
+            for variant in product.variants:
+                assert variant.sku in ranging, f"ranging() leaves out {variant.sku!r}"
+                assert variant.ranged_at == ranging[variant.sku], (
+                    f"{variant.sku}: ranged_at {sorted(variant.ranged_at)} differs from "
+                    f"ranging() {sorted(ranging[variant.sku])}"
+                )
+
     async def test_changes_move_forward_from_the_start(self, catalogue: CataloguePort) -> None:
         changes = await walk_feed(catalogue.changes, "catalogue changes")
         if len(changes) >= 2:
@@ -226,6 +243,9 @@ def assert_product(product: object, what: str) -> None:
         assert variant.product_code == product.code, f"{what}: {variant.sku} of another product"
         for attribute in variant.attributes:
             assert_exact_type(attribute, Attribute, f"{what} {variant.sku} attribute")
+        assert type(variant.ranged_at) is frozenset, f"{what} {variant.sku} ranged_at"
+        for location in variant.ranged_at:
+            assert_text(location, f"{what} {variant.sku} ranged_at location id")
     skus = [variant.sku for variant in product.variants]
     assert len(set(skus)) == len(skus), f"{what}: a SKU is listed twice"
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator, Iterator
 
 import httpx
@@ -45,6 +46,12 @@ def editable_pim_url(truth: DemoEstate, tmp_path_factory: pytest.TempPathFactory
     yield from _start_pim(truth, tmp_path_factory)
 
 
+@pytest.fixture(scope="module")
+def ranging_pim_url(truth: DemoEstate, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A third PIM for tests that edit assortments; each test edits its own product."""
+    yield from _start_pim(truth, tmp_path_factory)
+
+
 @pytest.fixture
 async def fresh_pim(pim_url: str) -> str:
     await _post(pim_url, "/_sim/reset", {})
@@ -63,6 +70,11 @@ async def _post(url: str, path: str, body: dict[str, object]) -> httpx.Response:
         response = await client.post(path, json=body)
     response.raise_for_status()
     return response
+
+
+async def _delete(url: str, path: str) -> None:
+    async with httpx.AsyncClient(base_url=url, timeout=5.0) as client:
+        (await client.delete(path)).raise_for_status()
 
 
 async def _calls(url: str) -> dict[str, int]:
@@ -100,10 +112,17 @@ def _expected(truth: DemoEstate, product: DemoProduct, german: bool = False) -> 
                     Attribute("size", variant.size),
                 ),
                 ean=variant.ean,
+                ranged_at=_ranged_at(truth, product),
             )
             for variant in product.variants
         ),
         updated_at=product.updated_at,
+    )
+
+
+def _ranged_at(truth: DemoEstate, product: DemoProduct) -> frozenset[str]:
+    return frozenset(
+        location.code for location in truth.locations if truth.ranged(product, location)
     )
 
 
@@ -194,7 +213,7 @@ async def test_230_codes_take_exactly_three_concurrent_lookups(
 
     # then
     assert sorted(found) == known
-    assert await _calls(fresh_pim) == {"getProducts": 3}
+    assert await _calls(fresh_pim) == {"getProducts": 3, "getAssortments": 1}
 
 
 async def test_the_pim_itself_refuses_more_than_100_codes(
@@ -249,7 +268,7 @@ async def test_an_unaligned_window_is_read_in_one_request(
     assert [product.code for product in page.items] == codes[13:38]
     assert [product.code for product in tail.items] == codes[55:]
     assert (empty.items, empty.offset, empty.total) == ((), 60, 60)
-    assert await _calls(fresh_pim) == {"listProducts": 3}
+    assert await _calls(fresh_pim) == {"listProducts": 3, "getAssortments": 1}
 
 
 def test_page_plans_cover_the_window_with_the_fewest_pages() -> None:
@@ -344,9 +363,7 @@ async def test_ranging_matches_the_estate_for_every_sku(
 ) -> None:
     # given every SKU of the estate (240) and an unknown one
     expected = {
-        variant.sku: frozenset(
-            location.code for location in truth.locations if truth.ranged(product, location)
-        )
+        variant.sku: _ranged_at(truth, product)
         for product in truth.products
         for variant in product.variants
     }
@@ -354,9 +371,201 @@ async def test_ranging_matches_the_estate_for_every_sku(
     # when
     ranging = await catalogue.ranging([*expected, "000000000"])
 
-    # then
+    # then it is read with the products owning the SKUs, 100 SKUs per request
     assert ranging == expected
-    assert await _calls(fresh_pim) == {"getRanging": 3}
+    assert await _calls(fresh_pim) == {"getProducts": 3, "getAssortments": 1}
+
+
+async def test_the_pim_still_answers_ranging_per_sku(fresh_pim: str, truth: DemoEstate) -> None:
+    # given two SKUs of different products, and an unknown one
+    first, last = truth.products[0], truth.products[-1]
+    skus = [first.variants[0].sku, last.variants[-1].sku, "000000000"]
+
+    # when
+    async with httpx.AsyncClient(base_url=fresh_pim, timeout=5.0) as client:
+        response = await client.get("/api/v1/ranging", params={"skus": ",".join(skus)})
+
+    # then
+    assert response.json() == {
+        "items": [
+            {"sku": skus[0], "stores": sorted(_ranged_at(truth, first))},
+            {"sku": skus[1], "stores": sorted(_ranged_at(truth, last))},
+        ]
+    }
+
+
+# --------------------------------------------------------------------------- ranging with products
+
+
+async def test_listed_variants_are_ranged_where_the_ground_truth_says(
+    catalogue: RestPimCatalogue, truth: DemoEstate
+) -> None:
+    # when
+    page = await catalogue.list_products(0, 100)
+
+    # then
+    expected = sorted(truth.products, key=lambda product: product.code)
+    assert page.items == tuple(_expected(truth, product) for product in expected)
+
+
+@pytest.mark.parametrize("size", [24, 48])
+async def test_after_warm_up_a_listing_page_is_one_pim_call(
+    catalogue: RestPimCatalogue, fresh_pim: str, truth: DemoEstate, size: int
+) -> None:
+    # given an adapter warmed up at start, and the PIM's counters reset after it
+    await catalogue.warm_up()
+    await _post(fresh_pim, "/_sim/reset", {})
+
+    # when
+    page = await catalogue.list_products(0, size)
+
+    # then every variant of the page is ranged, from one request
+    expected = sorted(truth.products, key=lambda product: product.code)[:size]
+    assert page.items == tuple(_expected(truth, product) for product in expected)
+    assert await _calls(fresh_pim) == {"listProducts": 1}
+
+
+async def test_after_warm_up_a_lookup_of_100_codes_is_one_pim_call(
+    catalogue: RestPimCatalogue, fresh_pim: str, truth: DemoEstate
+) -> None:
+    # given a warmed-up adapter and 100 codes, 60 of them known
+    await catalogue.warm_up()
+    await _post(fresh_pim, "/_sim/reset", {})
+    codes = _codes(truth) + [f"X{number:06d}" for number in range(40)]
+
+    # when
+    found = await catalogue.products(codes)
+
+    # then
+    assert found == {product.code: _expected(truth, product) for product in truth.products}
+    assert await _calls(fresh_pim) == {"getProducts": 1}
+
+
+async def test_concurrent_first_lookups_read_the_assortments_once(
+    catalogue: RestPimCatalogue, fresh_pim: str, truth: DemoEstate
+) -> None:
+    # given an adapter that was not warmed up, and eight products
+    products = truth.products[:8]
+
+    # when they are looked up concurrently
+    found = await asyncio.gather(*(catalogue.products([p.code]) for p in products))
+
+    # then
+    assert found == [{p.code: _expected(truth, p)} for p in products]
+    assert await _calls(fresh_pim) == {"getProducts": 8, "getAssortments": 1}
+
+
+async def test_a_product_moved_to_a_new_assortment_is_ranged_by_it(
+    ranging_pim_url: str, truth: DemoEstate
+) -> None:
+    # given a warmed-up adapter, then an assortment it has not seen, given to a product
+    adapter = RestPimCatalogue(ranging_pim_url)
+    await adapter.warm_up()
+    await _post(ranging_pim_url, "/_sim/assortments/ASM-NEW", {"stores": ["0002", "9002"]})
+    await _post(ranging_pim_url, "/_sim/products/P000004", {"assortments": ["ASM-NEW"]})
+    await _post(ranging_pim_url, "/_sim/reset", {})
+    skus = [variant.sku for variant in truth.products[3].variants]
+
+    # when
+    product = (await adapter.products(["P000004"]))["P000004"]
+    ranging = await adapter.ranging(skus)
+    await adapter.aclose()
+
+    # then the table is read again once, for the code it lacked
+    assert {variant.ranged_at for variant in product.variants} == {frozenset({"0002", "9002"})}
+    assert ranging == dict.fromkeys(skus, frozenset({"0002", "9002"}))
+    assert await _calls(ranging_pim_url) == {"getProducts": 2, "getAssortments": 1}
+
+
+async def test_a_variant_ranged_apart_from_its_product_keeps_its_own_stores(
+    ranging_pim_url: str, truth: DemoEstate
+) -> None:
+    # given one variant of a product moved to a second assortment
+    product = truth.products[6]
+    moved, *others = [variant.sku for variant in product.variants]
+    await _post(ranging_pim_url, "/_sim/assortments/ASM-EXTRA", {"stores": ["0004", "0001"]})
+    await _post(
+        ranging_pim_url,
+        f"/_sim/products/{product.code}",
+        {"assortments": {moved: ["ASM-EXTRA"]}},
+    )
+    adapter = RestPimCatalogue(ranging_pim_url)
+
+    # when
+    found = (await adapter.products([product.code]))[product.code]
+    ranging = await adapter.ranging([moved, *others])
+    await adapter.aclose()
+
+    # then
+    expected = {
+        moved: frozenset({"0001", "0004"}),
+        **dict.fromkeys(others, _ranged_at(truth, product)),
+    }
+    assert {variant.sku: variant.ranged_at for variant in found.variants} == expected
+    assert ranging == expected
+
+
+async def test_a_deleted_assortment_ranges_nothing_and_is_asked_for_once(
+    ranging_pim_url: str, truth: DemoEstate
+) -> None:
+    # given a product whose only assortment was deleted from the PIM's master data
+    await _post(ranging_pim_url, "/_sim/assortments/ASM-GONE", {"stores": ["0003"]})
+    await _post(ranging_pim_url, "/_sim/products/P000005", {"assortments": ["ASM-GONE"]})
+    await _delete(ranging_pim_url, "/_sim/assortments/ASM-GONE")
+    adapter = RestPimCatalogue(ranging_pim_url)
+    await adapter.warm_up()
+    await _post(ranging_pim_url, "/_sim/reset", {})
+
+    # when it is looked up twice
+    first = (await adapter.products(["P000005"]))["P000005"]
+    second = (await adapter.products(["P000005"]))["P000005"]
+    await adapter.aclose()
+
+    # then
+    assert {variant.ranged_at for variant in first.variants} == {frozenset()}
+    assert second == first
+    assert await _calls(ranging_pim_url) == {"getProducts": 2, "getAssortments": 1}
+
+
+async def test_changed_assortment_stores_show_once_the_table_expires(
+    ranging_pim_url: str, truth: DemoEstate
+) -> None:
+    # given two warmed-up adapters, one keeping the table for 300 s and one not at all
+    await _post(ranging_pim_url, "/_sim/assortments/ASM-TTL", {"stores": ["0001"]})
+    await _post(ranging_pim_url, "/_sim/products/P000006", {"assortments": ["ASM-TTL"]})
+    keeping = RestPimCatalogue(ranging_pim_url)
+    expiring = RestPimCatalogue(ranging_pim_url, assortment_ttl=0)
+    await keeping.warm_up()
+    await expiring.warm_up()
+
+    # when the assortment gains a store
+    await _post(ranging_pim_url, "/_sim/assortments/ASM-TTL", {"stores": ["0001", "0006"]})
+    await _post(ranging_pim_url, "/_sim/reset", {})
+    kept = (await keeping.products(["P000006"]))["P000006"]
+    renewed = (await expiring.products(["P000006"]))["P000006"]
+    await keeping.aclose()
+    await expiring.aclose()
+
+    # then
+    assert {variant.ranged_at for variant in kept.variants} == {frozenset({"0001"})}
+    assert {variant.ranged_at for variant in renewed.variants} == {frozenset({"0001", "0006"})}
+    assert await _calls(ranging_pim_url) == {"getProducts": 2, "getAssortments": 1}
+
+
+async def test_a_product_re_ranged_in_the_pim_appears_in_the_change_feed(
+    ranging_pim_url: str,
+) -> None:
+    # given a reader at the end of the feed
+    adapter = RestPimCatalogue(ranging_pim_url)
+    cursor = (await adapter.changes(None)).cursor
+
+    # when a product is moved to another existing assortment
+    await _post(ranging_pim_url, "/_sim/products/P000009", {"assortments": ["ASM-001"]})
+    batch = await adapter.changes(cursor)
+    await adapter.aclose()
+
+    # then
+    assert [(change.entity, change.key) for change in batch.changes] == [("product", "P000009")]
 
 
 # --------------------------------------------------------------------------- failures

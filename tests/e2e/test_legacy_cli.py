@@ -85,3 +85,68 @@ def _read_urls(process: subprocess.Popen[str]) -> dict[str, str]:
         urls[name] = where.strip()
     assert set(urls) == {*SYSTEMS, "erp-sql", "promotions"}
     return {name: urls[name] for name in SYSTEMS}
+
+
+def test_serve_demo_answers_graphql_and_ctrl_c_stops_everything(seeded: Path) -> None:
+    port = _free_port()
+    process = subprocess.Popen(
+        [*CLI, "serve", "--demo", "--data-dir", str(seeded), "--port", str(port)],
+        stdout=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
+    try:
+        lines = _read_until(process, "gateway")
+        urls = dict(line.split(maxsplit=1) for line in lines)
+        response = _post_when_up(f"http://127.0.0.1:{port}/graphql")
+    finally:
+        os.killpg(process.pid, signal.SIGINT)
+        process.wait(timeout=30)
+        assert process.stdout is not None
+        process.stdout.close()
+
+    assert response.status_code == 200
+    assert response.json()["data"]["products"]["totalCount"] == 60
+    assert process.returncode == 0
+    for name in SYSTEMS:
+        with pytest.raises(httpx.TransportError):
+            httpx.get(f"{urls[name]}/_sim/stats", timeout=1)
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+        return port
+
+
+def _read_until(process: subprocess.Popen[str], name: str) -> list[str]:
+    assert process.stdout is not None
+    lines = []
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        line = process.stdout.readline()
+        if not line:
+            break
+        lines.append(line.strip())
+        if line.startswith(name):
+            return lines
+    raise AssertionError(f"no {name} line in {lines}")
+
+
+def _post_when_up(url: str) -> httpx.Response:
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            return httpx.post(
+                url,
+                json={"query": "{ products(first: 1) { totalCount } }"},
+                headers={"X-Api-Key": "demo-kiosk"},
+                timeout=10,
+            )
+        except httpx.TransportError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.1)

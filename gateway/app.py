@@ -1,0 +1,166 @@
+"""The composition root: settings -> adapters -> schema -> ASGI app. Nothing runs at import.
+
+Run it with ``commerce-gateway serve`` or ``uvicorn --factory gateway.app:main``.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator, Mapping
+from contextlib import AsyncExitStack, asynccontextmanager
+from typing import Any
+
+from starlette.applications import Starlette
+from starlette.middleware import Middleware
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route, WebSocketRoute
+from starlette.websockets import WebSocket
+from strawberry.asgi import GraphQL
+from strawberry.subscriptions import GRAPHQL_TRANSPORT_WS_PROTOCOL
+
+from adapters.erp_sql import SqlErpInventory
+from adapters.loyalty_rest import RestLoyalty
+from adapters.oms_rest import RestOmsOrderIntake
+from adapters.pim_rest import RestPimCatalogue
+from adapters.ports import BackendError, Money
+from adapters.pricing_soap import SoapPricing
+from adapters.promotions_csv import CsvPromotions
+from gateway.backends import Backends
+from gateway.config import BackendsConfig, GatewayConfig, Settings
+from gateway.context import Context, Runtime
+from gateway.health import Readiness, backend_urls, health_routes
+from gateway.loaders import build_loaders
+from gateway.locations import LocationDirectory
+from gateway.metrics import Metrics, instrument, metrics_route
+from gateway.security import ChannelAuthMiddleware, ChannelKeys, CustomerTokens
+from resolvers.schema import build_schema
+
+log = logging.getLogger("gateway")
+
+
+def main() -> Starlette:
+    """The factory for ``uvicorn --factory gateway.app:main``: configured from the environment."""
+    return create_app(Settings.from_env())
+
+
+def create_app(
+    settings: Settings,
+    config: GatewayConfig | None = None,
+    backends: Backends | None = None,
+) -> Starlette:
+    """The gateway. ``backends`` replaces the configured adapters (tests pass fakes here)."""
+    config = config or settings.config()
+    metrics = Metrics()
+    if backends is None and config.backends is None:
+        raise ValueError("the gateway config names no [backends]")
+
+    @asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[dict[str, object]]:
+        async with AsyncExitStack() as stack:
+            raw = backends or await _build(config.backends, stack)
+            ports = _instrumented(raw, metrics)
+            directory = LocationDirectory(ports.inventory)
+            await _warm_up(directory)
+            point = Money(config.loyalty.point_value, config.loyalty.currency)
+            urls = backend_urls(config.backends) if config.backends else {}
+            yield {
+                "runtime": Runtime(ports, directory, metrics, point),
+                # Probes are not traffic: they stay out of the backend request metrics.
+                "readiness": Readiness(raw, urls),
+            }
+
+    graphql = GatewayGraphQL(
+        build_schema(),
+        graphql_ide="graphiql",
+        subscription_protocols=[GRAPHQL_TRANSPORT_WS_PROTOCOL],
+    )
+    routes = [
+        Route("/graphql", graphql, methods=["GET", "POST"]),
+        WebSocketRoute("/graphql", graphql),
+        *health_routes(),
+        metrics_route(metrics),
+    ]
+    keys, tokens = ChannelKeys(config.channels), CustomerTokens(config.auth)
+    middleware = [Middleware(ChannelAuthMiddleware, keys=keys, tokens=tokens)]
+    return Starlette(routes=routes, middleware=middleware, lifespan=lifespan)
+
+
+class GatewayGraphQL(GraphQL[Context, None]):
+    async def get_context(
+        self, request: Request | WebSocket, response: Response | WebSocket | None
+    ) -> Context:
+        runtime: Runtime = request.state.runtime
+        return Context(
+            request=request,
+            response=response if isinstance(response, Response) else None,
+            channel=request.state.channel,
+            customer_id=request.state.customer_id,
+            runtime=runtime,
+            loaders=build_loaders(runtime.backends),
+        )
+
+
+async def _build(config: BackendsConfig | None, stack: AsyncExitStack) -> Backends:
+    assert config is not None
+    catalogue = RestPimCatalogue(
+        config.pim.url,
+        locale=config.pim.locale,
+        fallback_locale=config.pim.fallback_locale,
+        timeout=config.pim.timeout,
+        max_connections=config.pim.max_connections,
+    )
+    backends = Backends(
+        catalogue=catalogue,
+        prices=SoapPricing(
+            config.pricing.url,
+            timeout=config.pricing.timeout,
+            max_connections=config.pricing.max_connections,
+            max_concurrency=config.pricing.max_concurrency,
+        ),
+        promotions=CsvPromotions(
+            config.promotions.folder, check_interval=config.promotions.check_interval
+        ),
+        inventory=SqlErpInventory.from_url(
+            config.erp.url, pool_size=config.erp.pool_size, timeout=config.erp.timeout
+        ),
+        loyalty=RestLoyalty(
+            config.loyalty.url,
+            config.loyalty.api_key.get_secret_value(),
+            timeout=config.loyalty.timeout,
+            max_retries=config.loyalty.max_retries,
+            max_connections=config.loyalty.max_connections,
+        ),
+        orders=RestOmsOrderIntake(
+            config.oms.url, timeout=config.oms.timeout, max_connections=config.oms.max_connections
+        ),
+    )
+    stack.push_async_callback(backends.aclose)
+    try:
+        await catalogue.warm_up()
+    except BackendError as exc:
+        log.warning("the PIM's assortments could not be loaded at start: %s", exc)
+    return backends
+
+
+def _instrumented(backends: Backends, metrics: Metrics) -> Backends:
+    names: Mapping[str, str] = {
+        "catalogue": "pim",
+        "prices": "pricing",
+        "promotions": "promotions",
+        "inventory": "erp",
+        "loyalty": "loyalty",
+        "orders": "oms",
+    }
+    ports: dict[str, Any] = {
+        field: instrument(getattr(backends, field), backend, metrics)
+        for field, backend in names.items()
+    }
+    return Backends(**ports)
+
+
+async def _warm_up(directory: LocationDirectory) -> None:
+    try:
+        await directory.all()
+    except BackendError as exc:
+        log.warning("the ERP's locations could not be loaded at start: %s", exc)

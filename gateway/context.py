@@ -1,0 +1,40 @@
+"""What every GraphQL resolver gets: one typed context per request."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import strawberry
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.websockets import WebSocket
+
+from adapters.ports import Money
+from gateway.backends import Backends
+from gateway.loaders import Loaders
+from gateway.locations import LocationDirectory
+from gateway.metrics import Metrics
+from gateway.security import Channel
+
+
+@dataclass(frozen=True, slots=True)
+class Runtime:
+    """What lives as long as the app: built once in the lifespan, shared by all requests."""
+
+    backends: Backends
+    locations: LocationDirectory
+    metrics: Metrics
+    point_value: Money
+
+
+@dataclass(frozen=True, slots=True)
+class Context:
+    request: Request | WebSocket
+    response: Response | None
+    channel: Channel
+    customer_id: str | None
+    runtime: Runtime
+    loaders: Loaders
+
+
+Info = strawberry.Info[Context, None]

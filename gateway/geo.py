@@ -1,0 +1,18 @@
+"""Distances on the earth's surface, for "nearest store" questions."""
+
+from __future__ import annotations
+
+import math
+
+from adapters.ports import GeoPoint
+
+EARTH_RADIUS_KM = 6371.0088
+
+
+def distance_km(a: GeoPoint, b: GeoPoint) -> float:
+    """Great-circle (haversine) distance between two points, in kilometres."""
+    lat1, lat2 = math.radians(a.lat), math.radians(b.lat)
+    dlat = lat2 - lat1
+    dlon = math.radians(b.lon - a.lon)
+    h = math.sin(dlat / 2) ** 2 + math.cos(lat1) * math.cos(lat2) * math.sin(dlon / 2) ** 2
+    return 2 * EARTH_RADIUS_KM * math.asin(min(1.0, math.sqrt(h)))

@@ -1,0 +1,181 @@
+"""Prometheus metrics: backend calls (count, errors, latency) and GraphQL requests.
+
+Each ``Metrics`` owns its registry, so several apps in one process (tests, benchmarks) never
+share or collide on counters. ``instrument`` wraps any port so that every call it makes to its
+legacy system is counted and timed under the method's name, without the port knowing.
+"""
+
+from __future__ import annotations
+
+import functools
+import inspect
+import time
+from collections.abc import Awaitable, Callable
+from typing import Final, TypeVar, cast
+
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram
+from prometheus_client.exposition import generate_latest
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+# From a cache hit (1 ms) to a backend at its timeout (10 s).
+LATENCY_BUCKETS: Final = (
+    0.001,
+    0.0025,
+    0.005,
+    0.01,
+    0.025,
+    0.05,
+    0.1,
+    0.25,
+    0.5,
+    1.0,
+    2.5,
+    5.0,
+    10.0,
+)
+ANONYMOUS_OPERATION: Final = "anonymous"
+OTHER_OPERATION: Final = "other"
+
+Port = TypeVar("Port")
+
+
+class Metrics:
+    """The gateway's metrics in a registry of their own.
+
+    Operation names of GraphQL requests are chosen by clients, so at most ``max_operations``
+    distinct names are kept as labels; later ones are counted as ``other``.
+    """
+
+    content_type: Final = CONTENT_TYPE_LATEST
+
+    def __init__(self, max_operations: int = 200) -> None:
+        self.registry = CollectorRegistry(auto_describe=True)
+        self._max_operations = max_operations
+        self._operations: set[str] = set()
+        self.backend_requests = Counter(
+            "gateway_backend_requests_total",
+            "Calls the gateway made to a legacy backend, by port operation.",
+            ["backend", "operation"],
+            registry=self.registry,
+        )
+        self.backend_errors = Counter(
+            "gateway_backend_errors_total",
+            "Backend calls that raised, by exception class.",
+            ["backend", "operation", "error"],
+            registry=self.registry,
+        )
+        self.backend_duration = Histogram(
+            "gateway_backend_request_duration_seconds",
+            "Duration of backend calls, failures included.",
+            ["backend", "operation"],
+            buckets=LATENCY_BUCKETS,
+            registry=self.registry,
+        )
+        self.graphql_requests = Counter(
+            "gateway_graphql_requests_total",
+            "GraphQL requests by operation name, channel and outcome (ok or error).",
+            ["operation", "channel", "outcome"],
+            registry=self.registry,
+        )
+        self.graphql_duration = Histogram(
+            "gateway_graphql_request_duration_seconds",
+            "Duration of GraphQL requests by operation name.",
+            ["operation"],
+            buckets=LATENCY_BUCKETS,
+            registry=self.registry,
+        )
+
+    def observe_graphql(
+        self, operation: str | None, channel: str, ok: bool, seconds: float
+    ) -> None:
+        """Count one GraphQL request of ``channel`` that took ``seconds``; ``ok`` is False when
+        the response carried errors. A None or empty ``operation`` is ``anonymous``."""
+        label = self._operation_label(operation)
+        outcome = "ok" if ok else "error"
+        self.graphql_requests.labels(label, channel, outcome).inc()
+        self.graphql_duration.labels(label).observe(seconds)
+
+    def render(self) -> bytes:
+        """Every metric in Prometheus' text exposition format."""
+        return generate_latest(self.registry)
+
+    def _operation_label(self, operation: str | None) -> str:
+        if not operation:
+            return ANONYMOUS_OPERATION
+        if operation in self._operations:
+            return operation
+        if len(self._operations) >= self._max_operations:
+            return OTHER_OPERATION
+        self._operations.add(operation)
+        return operation
+
+
+class InstrumentedPort:
+    """A stand-in for a port whose coroutine methods (except ``aclose``) are counted and timed.
+
+    The methods are set on the instance, so protocol checks, which look attributes up
+    statically on Python 3.12 and later, find them; anything else is read from the port.
+    """
+
+    def __init__(self, port: object, backend: str, metrics: Metrics) -> None:
+        self._port = port
+        for name in dir(port):
+            if name.startswith("_"):
+                continue
+            attribute = getattr(port, name)
+            if name != "aclose" and inspect.iscoroutinefunction(attribute):
+                setattr(self, name, _timed(attribute, backend, name, metrics))
+            elif callable(attribute):
+                setattr(self, name, attribute)
+
+    def __getattr__(self, name: str) -> object:
+        # Only reached for what __init__ did not copy: the port's plain attributes.
+        return getattr(self._port, name)
+
+    def __repr__(self) -> str:
+        return f"InstrumentedPort({self._port!r})"
+
+
+def instrument(port: Port, backend: str, metrics: Metrics) -> Port:
+    """``port`` with each call to its backend counted and timed in ``metrics`` under
+    ``backend`` and the method's name; errors are counted by class and re-raised unchanged.
+    The result still passes ``isinstance`` checks against the port's runtime protocol."""
+    return cast(Port, InstrumentedPort(port, backend, metrics))
+
+
+def _timed(
+    method: Callable[..., Awaitable[object]], backend: str, operation: str, metrics: Metrics
+) -> Callable[..., Awaitable[object]]:
+    requests = metrics.backend_requests.labels(backend, operation)
+    duration = metrics.backend_duration.labels(backend, operation)
+
+    @functools.wraps(method)
+    async def call(*args: object, **kwargs: object) -> object:
+        started = time.perf_counter()
+        requests.inc()
+        try:
+            return await method(*args, **kwargs)
+        except Exception as exc:
+            # Counted, then re-raised untouched: the caller decides what a failure means.
+            metrics.backend_errors.labels(backend, operation, type(exc).__name__).inc()
+            raise
+        finally:
+            duration.observe(time.perf_counter() - started)
+
+    return call
+
+
+def metrics_endpoint(metrics: Metrics) -> Callable[[Request], Awaitable[Response]]:
+    """A Starlette endpoint answering ``metrics`` in the text exposition format."""
+
+    async def endpoint(request: Request) -> Response:
+        return Response(metrics.render(), media_type=metrics.content_type)
+
+    return endpoint
+
+
+def metrics_route(metrics: Metrics, path: str = "/metrics") -> Route:
+    """``GET path`` answering ``metrics`` for Prometheus to scrape."""
+    return Route(path, metrics_endpoint(metrics), methods=["GET"])

@@ -1,0 +1,308 @@
+"""Products and variants: the assortment, with price and stock per variant."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from datetime import datetime
+
+import strawberry
+from strawberry import relay
+from strawberry.relay.utils import from_base64, to_base64
+
+from adapters.ports import Attribute, Price, Product, ProductFilter, Variant
+from gateway.availability import LocationStock, StockQuery, stock_at_locations, total_available
+from gateway.context import Info
+from resolvers.common import (
+    GeoPointInput,
+    MoneyType,
+    check_first,
+    check_known_stores,
+    check_radius,
+    store_code,
+    user_error,
+)
+from resolvers.stores import StoreType
+
+CURSOR_PREFIX = "offset"
+
+
+@strawberry.type(name="Attribute")
+class AttributeType:
+    code: str
+    value: str
+
+    @classmethod
+    def from_domain(cls, attribute: Attribute) -> AttributeType:
+        return cls(code=attribute.code, value=attribute.value)
+
+
+@strawberry.type(name="Price")
+class PriceType:
+    current: MoneyType
+    compare_at: MoneyType | None = strawberry.field(description="The price before a reduction.")
+    as_of: datetime
+    zone: str = strawberry.field(description="The price zone the price was taken from.")
+
+    @classmethod
+    def from_domain(cls, price: Price) -> PriceType:
+        compare_at = None if price.compare_at is None else MoneyType.from_domain(price.compare_at)
+        return cls(
+            current=MoneyType.from_domain(price.current),
+            compare_at=compare_at,
+            as_of=price.as_of,
+            zone=price.zone,
+        )
+
+
+@strawberry.type
+class PriceRange:
+    min: MoneyType
+    max: MoneyType
+
+
+@strawberry.type(name="StoreStock")
+class StoreStockType:
+    store: StoreType
+    available: int = strawberry.field(description="Available to promise: on hand - reserved.")
+    on_hand: int
+    reserved: int
+    distance_km: float | None
+
+    @classmethod
+    def from_domain(cls, stock: LocationStock) -> StoreStockType:
+        distance = None if stock.distance_km is None else round(stock.distance_km, 3)
+        return cls(
+            store=StoreType.from_domain(stock.location, distance),
+            available=stock.available,
+            on_hand=stock.on_hand,
+            reserved=stock.reserved,
+            distance_km=distance,
+        )
+
+
+async def _store_codes(info: Info, ids: Iterable[strawberry.ID]) -> list[str]:
+    codes = [store_code(store_id) for store_id in ids]
+    check_known_stores(codes, await info.context.runtime.locations.by_id())
+    return codes
+
+
+async def _store(info: Info, store_id: strawberry.ID | None) -> str | None:
+    return None if store_id is None else (await _store_codes(info, [store_id]))[0]
+
+
+async def _prices(info: Info, skus: Sequence[str], store_id: strawberry.ID | None) -> list[Price]:
+    store = await _store(info, store_id)
+    prices = await info.context.loaders.price_by_sku.load_many([(sku, store) for sku in skus])
+    missing = [sku for sku, price in zip(skus, prices, strict=True) if price is None]
+    if missing:
+        raise user_error(f"no price for {', '.join(missing)}", code="PRICE_NOT_FOUND")
+    return [price for price in prices if price is not None]
+
+
+@strawberry.type(name="Variant", description="A sellable item (SKU) of a product.")
+class VariantType(relay.Node):
+    sku: str
+    ean: str | None
+    attributes: list[AttributeType]
+    domain: strawberry.Private[Variant]
+
+    @classmethod
+    def from_domain(cls, variant: Variant) -> VariantType:
+        attributes = [AttributeType.from_domain(a) for a in variant.attributes]
+        return cls(sku=variant.sku, ean=variant.ean, attributes=attributes, domain=variant)
+
+    @classmethod
+    def resolve_id(cls, root: VariantType, *, info: Info) -> str:
+        return root.sku
+
+    @strawberry.field
+    async def product(self, info: Info) -> ProductType:
+        product = await info.context.loaders.product_by_code.load(self.domain.product_code)
+        if product is None:
+            raise user_error(f"product of {self.sku} not found", code="NOT_FOUND")
+        return ProductType.from_domain(product)
+
+    @strawberry.field(description="The selling price, in the price zone of `storeId` if given.")
+    async def price(self, info: Info, store_id: strawberry.ID | None = None) -> PriceType:
+        (price,) = await _prices(info, [self.sku], store_id)
+        return PriceType.from_domain(price)
+
+    @strawberry.field(
+        description="Stock at the stores that range this variant: nearest first with `near`, "
+        "or at `storeIds` (which may name distribution centres)."
+    )
+    async def availability(
+        self,
+        info: Info,
+        near: GeoPointInput | None = None,
+        radius_km: float | None = None,
+        store_ids: list[strawberry.ID] | None = None,
+        first: int = 10,
+    ) -> list[StoreStockType]:
+        levels = await info.context.loaders.stock_by_sku.load(self.sku)
+        codes = None if store_ids is None else await _store_codes(info, store_ids)
+        query = StockQuery(
+            near=None if near is None else near.to_domain(),
+            radius_km=check_radius(radius_km),
+            location_ids=codes,
+            first=check_first(first),
+        )
+        locations = await info.context.runtime.locations.all()
+        found = stock_at_locations(levels, locations, self.domain.ranged_at, query)
+        return [StoreStockType.from_domain(stock) for stock in found]
+
+    @strawberry.field(description="Units available to promise over every ranged location.")
+    async def total_available(self, info: Info) -> int:
+        levels = await info.context.loaders.stock_by_sku.load(self.sku)
+        return total_available(levels, self.domain.ranged_at)
+
+    @classmethod
+    async def resolve_nodes(  # type: ignore[override]
+        cls, *, info: Info, node_ids: Iterable[str], required: bool = False
+    ) -> list[VariantType | None]:
+        skus = list(node_ids)
+        products = await info.context.loaders.product_by_sku.load_many(skus)
+        return [_variant(product, sku) for product, sku in zip(products, skus, strict=True)]
+
+
+def _variant(product: Product | None, sku: str) -> VariantType | None:
+    for variant in () if product is None else product.variants:
+        if variant.sku == sku:
+            return VariantType.from_domain(variant)
+    return None
+
+
+@strawberry.type(name="Product")
+class ProductType(relay.Node):
+    code: str
+    name: str
+    brand: str
+    description: str
+    categories: list[str] = strawberry.field(description="Most specific first, then parents.")
+    domain: strawberry.Private[Product]
+
+    @classmethod
+    def from_domain(cls, product: Product) -> ProductType:
+        return cls(
+            code=product.code,
+            name=product.name,
+            brand=product.brand,
+            description=product.description,
+            categories=list(product.categories),
+            domain=product,
+        )
+
+    @classmethod
+    def resolve_id(cls, root: ProductType, *, info: Info) -> str:
+        return root.code
+
+    @strawberry.field
+    def variants(self) -> list[VariantType]:
+        return [VariantType.from_domain(variant) for variant in self.domain.variants]
+
+    @strawberry.field(description="Lowest and highest variant price, in `storeId`'s zone.")
+    async def price_range(
+        self, info: Info, store_id: strawberry.ID | None = None
+    ) -> PriceRange | None:
+        skus = [variant.sku for variant in self.domain.variants]
+        prices = await _prices(info, skus, store_id)
+        if not prices:
+            return None
+        amounts = sorted((price.current for price in prices), key=lambda money: money.amount)
+        return PriceRange(
+            min=MoneyType.from_domain(amounts[0]), max=MoneyType.from_domain(amounts[-1])
+        )
+
+    @classmethod
+    async def resolve_nodes(  # type: ignore[override]
+        cls, *, info: Info, node_ids: Iterable[str], required: bool = False
+    ) -> list[ProductType | None]:
+        products = await info.context.loaders.product_by_code.load_many(list(node_ids))
+        return [None if p is None else cls.from_domain(p) for p in products]
+
+
+@strawberry.type
+class ProductConnection(relay.Connection[ProductType]):
+    total_count: int = strawberry.field(description="Products matching, over every page.")
+
+
+@strawberry.input
+class ProductFilterInput:
+    category: str | None = strawberry.field(
+        default=None, description="A category code; its subcategories match too."
+    )
+    brand: str | None = None
+
+
+def _offset(after: str | None) -> int:
+    if after is None:
+        return 0
+    try:
+        prefix, value = from_base64(after)
+        offset = int(value)
+    except ValueError as exc:
+        raise user_error("after is not a cursor of this connection") from exc
+    if prefix != CURSOR_PREFIX or offset < 0:
+        raise user_error("after is not a cursor of this connection")
+    return offset + 1
+
+
+def _connection(products: Sequence[Product], offset: int, total: int) -> ProductConnection:
+    edges = [
+        relay.Edge(cursor=to_base64(CURSOR_PREFIX, offset + index), node=ProductType.from_domain(p))
+        for index, p in enumerate(products)
+    ]
+    page_info = relay.PageInfo(
+        has_next_page=offset + len(products) < total,
+        has_previous_page=offset > 0,
+        start_cursor=edges[0].cursor if edges else None,
+        end_cursor=edges[-1].cursor if edges else None,
+    )
+    return ProductConnection(page_info=page_info, edges=edges, total_count=total)
+
+
+@strawberry.type
+class CatalogQuery:
+    @strawberry.field(description="The assortment, in pages (a Relay connection).")
+    async def products(
+        self,
+        info: Info,
+        first: int = 24,
+        after: str | None = None,
+        filter: ProductFilterInput | None = None,
+        search: str | None = None,
+    ) -> ProductConnection:
+        offset = _offset(after)
+        query = ProductFilter(
+            category=None if filter is None else filter.category,
+            brand=None if filter is None else filter.brand,
+            search=search or None,
+        )
+        catalogue = info.context.runtime.backends.catalogue
+        page = await catalogue.list_products(offset, check_first(first), query)
+        for product in page.items:
+            info.context.loaders.product_by_code.prime(product.code, product)
+        return _connection(page.items, page.offset, page.total)
+
+    @strawberry.field(description="One product by its id or code, or by one of its SKUs.")
+    async def product(
+        self, info: Info, id: strawberry.ID | None = None, sku: str | None = None
+    ) -> ProductType | None:
+        if (id is None) == (sku is None):
+            raise user_error("give exactly one of id and sku")
+        loaders = info.context.loaders
+        if sku is not None:
+            found = await loaders.product_by_sku.load(sku)
+        else:
+            found = await loaders.product_by_code.load(_product_code(str(id)))
+        return None if found is None else ProductType.from_domain(found)
+
+
+def _product_code(product_id: str) -> str:
+    try:
+        global_id = relay.GlobalID.from_id(product_id)
+    except ValueError:
+        return product_id
+    if global_id.type_name != "Product":
+        raise user_error(f"{product_id} is not a product id")
+    return global_id.node_id

@@ -1,0 +1,51 @@
+"""The schema: every domain's query fields in one graph."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+
+import strawberry
+from strawberry import relay
+from strawberry.extensions import MaxAliasesLimiter, QueryDepthLimiter, SchemaExtension
+
+from gateway.context import Context
+from resolvers.catalog import CatalogQuery
+from resolvers.customers import CustomerQuery
+from resolvers.errors import PublicErrors
+from resolvers.stores import StoreQuery
+
+
+@strawberry.type
+class Query(CatalogQuery, StoreQuery, CustomerQuery):
+    node: relay.Node | None = relay.node(description="Any Product, Variant or Store by its id.")
+
+
+class OperationMetrics(SchemaExtension):
+    """Counts and times each operation by name and channel."""
+
+    def on_operation(self) -> Iterator[None]:
+        started = time.perf_counter()
+        yield
+        context = self.execution_context.context
+        if not isinstance(context, Context):
+            return
+        result = self.execution_context.result
+        context.runtime.metrics.observe_graphql(
+            operation=self.execution_context.operation_name or "anonymous",
+            channel=context.channel.name,
+            ok=result is not None and not result.errors,
+            seconds=time.perf_counter() - started,
+        )
+
+
+def build_schema() -> strawberry.Schema:
+    return strawberry.Schema(
+        query=Query,
+        extensions=[
+            lambda: QueryDepthLimiter(max_depth=12),
+            lambda: MaxAliasesLimiter(max_alias_count=30),
+            PublicErrors,
+            OperationMetrics,
+        ],
+    )

@@ -1,0 +1,106 @@
+"""Stores and distribution centres: the location directory as the graph shows it."""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Iterable
+
+import strawberry
+from strawberry import relay
+
+from adapters.ports import Location, OpeningHours
+from gateway.context import Info
+from resolvers.common import GeoPointInput, GeoPointType, check_first, check_radius
+
+
+@strawberry.enum(name="LocationKind")
+class LocationKindType(enum.Enum):
+    STORE = "STORE"
+    DISTRIBUTION_CENTER = "DISTRIBUTION_CENTER"
+
+
+@strawberry.enum(description="What a location can do for an order.")
+class Capability(enum.Enum):
+    CARRY_OUT = "CARRY_OUT"
+    PICKUP = "PICKUP"
+    SHIP_FROM_STORE = "SHIP_FROM_STORE"
+    DELIVERY = "DELIVERY"
+    SHIP = "SHIP"
+
+
+@strawberry.type(name="OpeningHours")
+class OpeningHoursType:
+    weekday: int = strawberry.field(description="ISO weekday: 1 is Monday, 7 is Sunday.")
+    opens: str = strawberry.field(description="Local time, HH:MM.")
+    closes: str = strawberry.field(description="Local time, HH:MM.")
+
+    @classmethod
+    def from_domain(cls, hours: OpeningHours) -> OpeningHoursType:
+        return cls(
+            weekday=hours.weekday,
+            opens=hours.opens.strftime("%H:%M"),
+            closes=hours.closes.strftime("%H:%M"),
+        )
+
+
+@strawberry.type(
+    name="Store", description="A store or a distribution centre (kind DISTRIBUTION_CENTER)."
+)
+class StoreType(relay.Node):
+    code: str
+    name: str
+    kind: LocationKindType
+    location: GeoPointType
+    postal_code: str
+    capabilities: list[Capability]
+    opening_hours: list[OpeningHoursType]
+    distance_km: float | None = strawberry.field(
+        default=None, description="Distance from the point asked about, when one was given."
+    )
+
+    @classmethod
+    def from_domain(cls, location: Location, distance_km: float | None = None) -> StoreType:
+        return cls(
+            code=location.id,
+            name=location.name,
+            kind=LocationKindType(location.kind.value),
+            location=GeoPointType.from_domain(location.point),
+            postal_code=location.postal_code,
+            capabilities=[Capability(c) for c in sorted(location.capabilities)],
+            opening_hours=[OpeningHoursType.from_domain(h) for h in location.opening_hours],
+            distance_km=None if distance_km is None else round(distance_km, 3),
+        )
+
+    @classmethod
+    def resolve_id(cls, root: StoreType, *, info: Info) -> str:
+        return root.code
+
+    @classmethod
+    async def resolve_nodes(  # type: ignore[override]
+        cls, *, info: Info, node_ids: Iterable[str], required: bool = False
+    ) -> list[StoreType | None]:
+        directory = await info.context.runtime.locations.by_id()
+        found = [directory.get(code) for code in node_ids]
+        return [None if loc is None else cls.from_domain(loc) for loc in found]
+
+
+@strawberry.type
+class StoreQuery:
+    @strawberry.field(description="Stores and distribution centres, nearest first when `near`.")
+    async def stores(
+        self,
+        info: Info,
+        near: GeoPointInput | None = None,
+        radius_km: float | None = None,
+        capability: Capability | None = None,
+        first: int = 50,
+    ) -> list[StoreType]:
+        check_first(first, maximum=500)
+        wanted = None if capability is None else capability.value
+        directory = info.context.runtime.locations
+        if near is None:
+            every = await directory.all()
+            chosen = [loc for loc in every if wanted is None or wanted in loc.capabilities]
+            return [StoreType.from_domain(loc) for loc in chosen[:first]]
+        found = await directory.near(near.to_domain(), check_radius(radius_km), wanted)
+        return [StoreType.from_domain(loc, distance) for loc, distance in found[:first]]

@@ -1,0 +1,217 @@
+"""The read graph over real HTTP, in front of the running simulated estate."""
+
+from __future__ import annotations
+
+import math
+from decimal import Decimal
+
+import httpx
+import pytest
+
+from legacy.demo import DemoEstate
+from legacy.launcher import RunningEstate
+from tests.support import GRAPHQL_KEYS, ServedGateway
+
+LISTING = """
+query Listing($first: Int!, $near: GeoPointInput!) {
+  products(first: $first) {
+    totalCount
+    edges { node { code name brand variants {
+      sku
+      price { current { amount currency } }
+      availability(near: $near, first: 5) { store { code } available onHand distanceKm }
+      totalAvailable
+    } } }
+  }
+}
+"""
+MARIENPLATZ = {"lat": 48.1374, "lon": 11.5755}
+
+
+def _stats(estate: RunningEstate, system: str) -> dict[str, int]:
+    calls: dict[str, int] = httpx.get(f"{estate.urls[system]}/_sim/stats").json()["calls"]
+    return calls
+
+
+def _erp_queries(gateway: ServedGateway) -> float:
+    name = "gateway_backend_requests_total"
+    return sum(
+        gateway.metric(name, backend="erp", operation=operation)
+        for operation in ("stock_levels", "locations", "stock_changes")
+    )
+
+
+def _listing(gateway: ServedGateway, first: int, key: str = "demo-web") -> httpx.Response:
+    response = gateway.graphql(LISTING, {"first": first, "near": MARIENPLATZ}, key=key)
+    assert response.status_code == 200
+    assert "errors" not in response.json()
+    return response
+
+
+@pytest.mark.parametrize("first", [24, 48])
+def test_a_listing_costs_one_pim_call_one_erp_query_and_a_pricing_call_per_50_skus(
+    gateway: ServedGateway, estate: RunningEstate, truth: DemoEstate, first: int
+) -> None:
+    # given the gateway has started (location directory and assortments loaded)
+    erp_before = _erp_queries(gateway)
+
+    # when
+    data = _listing(gateway, first).json()["data"]
+
+    # then
+    skus = sum(len(edge["node"]["variants"]) for edge in data["products"]["edges"])
+    assert skus == sum(len(p.variants) for p in truth.products[:first])
+    assert _stats(estate, "pim") == {"listProducts": 1}
+    assert _stats(estate, "pricing") == {"GetPrices": math.ceil(skus / 50)}
+    assert _erp_queries(gateway) - erp_before == 1
+
+
+def test_a_listing_shows_the_ground_truth(gateway: ServedGateway, truth: DemoEstate) -> None:
+    data = _listing(gateway, 24).json()["data"]["products"]
+
+    assert data["totalCount"] == len(truth.products)
+    first = data["edges"][0]["node"]
+    product = truth.products[0]
+    assert first["code"] == product.code
+    assert first["name"] == product.name_en
+    assert [v["sku"] for v in first["variants"]] == [v.sku for v in product.variants]
+    for shown, variant in zip(first["variants"], product.variants, strict=True):
+        assert Decimal(shown["price"]["current"]["amount"]) == variant.base_price
+        distances = [stock["distanceKm"] for stock in shown["availability"]]
+        assert distances == sorted(distances)
+        assert len(distances) <= 5
+
+
+def test_every_channel_gets_byte_identical_data(gateway: ServedGateway) -> None:
+    bodies = {key: _listing(gateway, 24, key=key).content for key in GRAPHQL_KEYS}
+
+    assert len(set(bodies.values())) == 1
+
+
+def test_availability_never_shows_a_store_that_does_not_range_the_variant(
+    gateway: ServedGateway, truth: DemoEstate
+) -> None:
+    # given a unit the ERP holds in a store whose assortment does not include it
+    products = {v.sku: p for p in truth.products for v in p.variants}
+    locations = {location.code: location for location in truth.locations}
+    stray = next(
+        row
+        for row in truth.stock_rows()
+        if row.on_hand > 0 and not truth.ranged(products[row.sku], locations[row.location_code])
+    )
+    query = """query($sku: String!, $store: ID!) { product(sku: $sku) { variants {
+        sku availability(storeIds: [$store]) { store { code } available } totalAvailable } } }"""
+
+    # when
+    data = gateway.graphql(query, {"sku": stray.sku, "store": stray.location_code}).json()["data"]
+
+    # then
+    variant = next(v for v in data["product"]["variants"] if v["sku"] == stray.sku)
+    assert variant["availability"] == []
+    ranged_units = sum(
+        max(0, row.on_hand)
+        for row in truth.stock_rows()
+        if row.sku == stray.sku and truth.ranged(products[row.sku], locations[row.location_code])
+    )
+    assert variant["totalAvailable"] == ranged_units
+
+
+def test_a_price_follows_the_zone_of_the_store_asked_about(
+    gateway: ServedGateway, truth: DemoEstate
+) -> None:
+    city = next(location for location in truth.locations if location.price_zone == "CITY")
+    sku, override = next(iter(truth.zone_overrides["CITY"].items()))
+    query = """query($id: ID!, $store: ID!) { node(id: $id) { ... on Variant {
+        base: price { current { amount } zone }
+        local: price(storeId: $store) { current { amount } zone } } } }"""
+    variant_id = _global_id("Variant", sku)
+
+    data = gateway.graphql(query, {"id": variant_id, "store": city.code}).json()["data"]["node"]
+
+    assert Decimal(data["local"]["current"]["amount"]) == override
+    assert data["local"]["zone"] == "CITY"
+    assert data["base"]["zone"] == "BASE"
+
+
+def test_node_resolves_products_variants_and_stores_by_global_id(
+    gateway: ServedGateway, truth: DemoEstate
+) -> None:
+    product, store = truth.products[3], truth.locations[2]
+    query = """query($p: ID!, $v: ID!, $s: ID!) {
+        p: node(id: $p) { id ... on Product { code } }
+        v: node(id: $v) { id ... on Variant { sku product { code } } }
+        s: node(id: $s) { id ... on Store { code name kind } } }"""
+    ids = {
+        "p": _global_id("Product", product.code),
+        "v": _global_id("Variant", product.variants[1].sku),
+        "s": _global_id("Store", store.code),
+    }
+
+    data = gateway.graphql(query, ids).json()["data"]
+
+    assert data["p"] == {"id": ids["p"], "code": product.code}
+    assert data["v"] == {
+        "id": ids["v"], "sku": product.variants[1].sku, "product": {"code": product.code}
+    }  # fmt: skip
+    assert data["s"] == {"id": ids["s"], "code": store.code, "name": store.name, "kind": "STORE"}
+
+
+def test_stores_are_sorted_by_distance_and_filtered_by_capability(
+    gateway: ServedGateway, truth: DemoEstate
+) -> None:
+    query = """{ stores(near: {lat: 48.1374, lon: 11.5755}, radiusKm: 50, capability: DELIVERY) {
+        code distanceKm capabilities openingHours { weekday opens closes } } }"""
+
+    stores = gateway.graphql(query).json()["data"]["stores"]
+
+    delivering = {loc.code for loc in truth.locations if "DELIVERY" in loc.capabilities}
+    assert {store["code"] for store in stores} <= delivering
+    assert stores
+    assert [s["distanceKm"] for s in stores] == sorted(s["distanceKm"] for s in stores)
+    assert all("DELIVERY" in store["capabilities"] for store in stores)
+    assert stores[0]["openingHours"][0]["weekday"] == 1
+
+
+def test_an_unknown_sku_is_null_without_an_error(gateway: ServedGateway) -> None:
+    body = gateway.graphql('{ product(sku: "999999999") { code } }').json()
+
+    assert body == {"data": {"product": None}}
+
+
+@pytest.mark.parametrize(
+    ("query", "code"),
+    [
+        ("{ products(first: 0) { totalCount } }", "BAD_USER_INPUT"),
+        ('{ products(after: "nonsense") { totalCount } }', "BAD_USER_INPUT"),
+        ('{ products(first: "x") { totalCount } }', "GRAPHQL_VALIDATION_FAILED"),
+        ('{ stores(near: {lat: 99, lon: 0}) { code } }', "BAD_USER_INPUT"),
+        ('{ product(sku: "100000010") { variants { price(storeId: "7777") { zone } } } }',
+         "UNKNOWN_STORE"),
+    ],
+)  # fmt: skip
+def test_a_bad_argument_is_a_validation_error_with_a_code(
+    gateway: ServedGateway, query: str, code: str
+) -> None:
+    errors = gateway.graphql(query).json()["errors"]
+
+    assert [error["extensions"]["code"] for error in errors] == [code]
+
+
+def test_a_backend_outage_is_reported_without_internals(
+    gateway: ServedGateway, estate: RunningEstate
+) -> None:
+    httpx.post(f"{estate.urls['pricing']}/_sim/knobs", json={"outage": True}).raise_for_status()
+
+    body = gateway.graphql('{ product(sku: "100000010") { code variants { price { zone } } } }')
+
+    errors = body.json()["errors"]
+    assert {error["extensions"]["code"] for error in errors} == {"BACKEND_UNAVAILABLE"}
+    assert {error["message"] for error in errors} == {"pricing is unavailable"}
+    assert "Traceback" not in body.text
+    assert "PricingService" not in body.text
+
+
+def _global_id(type_name: str, node_id: str) -> str:
+    from strawberry.relay import GlobalID
+
+    return str(GlobalID(type_name, node_id))
