@@ -6,4 +6,6 @@ COPY gateway gateway
 COPY resolvers resolvers
 COPY adapters adapters
 COPY legacy legacy
+COPY config config
+COPY deploy deploy
 RUN pip install --no-cache-dir .

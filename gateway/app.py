@@ -33,10 +33,11 @@ from gateway.health import Readiness, backend_urls, health_routes
 from gateway.loaders import build_loaders
 from gateway.locations import LocationDirectory
 from gateway.metrics import Metrics, instrument, metrics_route
-from gateway.security import ChannelAuthMiddleware, ChannelKeys, CustomerTokens
+from gateway.security import Channel, ChannelAuthMiddleware, ChannelKeys, CustomerTokens
 from resolvers.schema import build_schema
 
 log = logging.getLogger("gateway")
+NO_CHANNEL = Channel(name="none", scopes=frozenset())
 
 
 def main() -> Starlette:
@@ -94,8 +95,9 @@ class GatewayGraphQL(GraphQL[Context, None]):
         return Context(
             request=request,
             response=response if isinstance(response, Response) else None,
-            channel=request.state.channel,
-            customer_id=request.state.customer_id,
+            # Only GraphiQL's page is served without a key, and it runs no operation.
+            channel=getattr(request.state, "channel", NO_CHANNEL),
+            customer_id=getattr(request.state, "customer_id", None),
             runtime=runtime,
             loaders=build_loaders(runtime.backends),
         )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import difflib
 import logging
 from collections.abc import Iterator, Mapping
@@ -42,7 +43,10 @@ def serve(
     with _estate(settings, demo_data, knobs or {}) as config:
         app = create_app(settings, config)
         print(f"gateway     http://{settings.host}:{settings.port}/graphql", flush=True)
-        uvicorn.run(app, host=settings.host, port=settings.port, log_level="warning")
+        server = uvicorn.Config(app, host=settings.host, port=settings.port, log_level="warning")
+        # uvicorn re-raises Ctrl-C once it has shut down gracefully; that is the normal way out.
+        with contextlib.suppress(KeyboardInterrupt):
+            uvicorn.Server(server).run()
     return 0
 
 

@@ -215,3 +215,18 @@ def _global_id(type_name: str, node_id: str) -> str:
     from strawberry.relay import GlobalID
 
     return str(GlobalID(type_name, node_id))
+
+
+def test_graphiql_is_served_to_a_browser_and_queries_also_work_over_get(
+    gateway: ServedGateway,
+) -> None:
+    page = httpx.get(f"{gateway.url}/graphql", headers={"Accept": "text/html"})
+    answer = httpx.get(
+        f"{gateway.url}/graphql",
+        params={"query": "{ products(first: 1) { totalCount } }"},
+        headers={"X-Api-Key": "demo-partner"},
+    )
+
+    assert page.status_code == 200
+    assert "GraphiQL" in page.text
+    assert answer.json() == {"data": {"products": {"totalCount": 60}}}

@@ -3,6 +3,7 @@ build has a Dockerfile, every published port is one the command serves on."""
 
 from __future__ import annotations
 
+import tomllib
 from pathlib import Path
 
 import pytest
@@ -69,3 +70,26 @@ def test_every_database_a_command_names_is_created_by_the_postgres_init_script()
         urls = [arg for arg in command if "://" in arg and "@postgres:" in arg]
         for url in urls:
             assert url.rsplit("/", 1)[1] in created, (name, url)
+
+
+def test_the_gateway_service_reaches_every_backend_where_compose_serves_it() -> None:
+    from gateway.config import GatewayConfig
+
+    service = SERVICES["gateway"]
+    environment = service["environment"]
+    config_path = ROOT / environment["GATEWAY_CONFIG"].removeprefix("/app/")
+    config = GatewayConfig.model_validate(tomllib.loads(config_path.read_text()))
+    legacy = build_parser().parse_args(SERVICES["legacy"]["command"][1:])
+
+    assert config.backends is not None
+    for index, system in enumerate(ESTATE_SYSTEMS):
+        if system == "erp":
+            continue  # its data is read over SQL; its HTTP port is the control plane
+        backend = getattr(config.backends, system)
+        assert backend.url == f"http://legacy:{legacy.port + index}", system
+    assert config.backends.erp.url == legacy.erp_url
+    mounts = {volume.split(":")[1] for volume in service["volumes"]}
+    assert any(str(config.backends.promotions.folder).startswith(mount) for mount in mounts)
+    assert {"demo-web", "demo-pos", "demo-csr"} <= set(config.channels)
+    args = build_parser().parse_args(service["command"][1:])
+    assert _published(service) == [args.port]
