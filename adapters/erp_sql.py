@@ -212,7 +212,7 @@ def _create_engine(url: str, pool_size: int, timeout: float) -> AsyncEngine:
             pool_size=pool_size,
             max_overflow=0,
             pool_timeout=timeout,
-            pool_pre_ping=True,
+            # A local file cannot drop a connection the way a network peer can: no ping.
             connect_args={"timeout": timeout},
         )
     return create_async_engine(

@@ -27,8 +27,10 @@ import signal
 import socket
 import subprocess
 import sys
+import textwrap
 import threading
 import time
+from collections import Counter
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -42,6 +44,7 @@ from legacy.launcher import default_erp_url
 
 ROOT: Final = Path(__file__).resolve().parents[1]
 SECTION: Final = "read_listing"
+MANIFEST: Final = "estate.json"  # written by the seed
 API_KEY: Final = "demo-web"
 PAGE_SIZE: Final = 24
 DEPENDENT_ROUNDS: Final = 2  # the PIM page, then prices and stock together
@@ -95,6 +98,7 @@ class Gateway:
     process: subprocess.Popen[str]
     url: str
     systems: dict[str, str]
+    log: Path
 
 
 @dataclass(frozen=True, slots=True)
@@ -121,10 +125,15 @@ class Calls:
 
 @dataclass(slots=True)
 class Tally:
-    """What the workers of one level saw: latency of each good answer, and failures."""
+    """What the workers of one level saw: the latency of each answer without errors, and how
+    many failed, by reason."""
 
     latencies_ms: list[float] = field(default_factory=list)
-    errors: int = 0
+    failures: Counter[str] = field(default_factory=Counter)
+
+    @property
+    def errors(self) -> int:
+        return self.failures.total()
 
     @property
     def requests(self) -> int:
@@ -137,6 +146,7 @@ class LevelResult:
     tally: Tally
     seconds: float
     calls: Calls
+    cpu_ms: float | None  # the gateway process's CPU time per query (Linux only)
 
     @property
     def per_second(self) -> float:
@@ -154,6 +164,7 @@ class LevelResult:
 @dataclass(frozen=True, slots=True)
 class Run:
     options: Options
+    estate: str
     skus_per_query: int
     results: list[LevelResult]
 
@@ -227,7 +238,7 @@ def _free_port() -> int:
 def seed(options: Options) -> None:
     """Seed the default estate into the data dir unless it already holds one on the same ERP."""
     wanted = options.erp_url or default_erp_url(options.data_dir)
-    manifest = options.data_dir / "estate.json"
+    manifest = options.data_dir / MANIFEST
     command = [sys.executable, "-m", "gateway.cli", "seed", "--data-dir", str(options.data_dir)]
     command += ["--scale", "default", "--erp-url", wanted]
     if manifest.is_file():
@@ -235,6 +246,12 @@ def seed(options: Options) -> None:
         if seeded.get("scale") == "default" and seeded.get("erp_url") == wanted:
             command.append("--if-absent")
     subprocess.run(command, cwd=ROOT, check=True)
+
+
+def describe_estate(data_dir: Path) -> str:
+    """What the seed manifest says the estate holds."""
+    seeded = json.loads((data_dir / MANIFEST).read_text())
+    return f"{seeded['products']:,} products, {seeded['skus']:,} SKUs, {seeded['stores']} stores"
 
 
 def gateway_command(options: Options) -> list[str]:
@@ -249,23 +266,26 @@ def gateway_command(options: Options) -> list[str]:
 
 @contextlib.contextmanager
 def running_gateway(options: Options) -> Iterator[Gateway]:
-    """The gateway and its estate as one separate process group, stopped on the way out."""
-    if options.erp_url:
-        _require_erp_url_option()
-    process = subprocess.Popen(
-        gateway_command(options),
-        cwd=ROOT,
-        stdout=subprocess.PIPE,
-        text=True,
-        start_new_session=True,
-    )
+    """The gateway and its estate as one separate process group, stopped on the way out. Their
+    logs go to ``gateway.log`` in the data dir."""
+    log = options.data_dir / "gateway.log"
+    with log.open("w") as errors:
+        process = subprocess.Popen(
+            gateway_command(options),
+            cwd=ROOT,
+            stdout=subprocess.PIPE,
+            stderr=errors,
+            text=True,
+            start_new_session=True,
+        )
     try:
-        yield _announced(process)
+        yield _announced(process, log)
     finally:
         stop_group(process)
 
 
-def _require_erp_url_option() -> None:
+def require_erp_url_option() -> None:
+    """Stop before seeding anything when ``serve --demo`` cannot be pointed at another ERP."""
     usage = subprocess.run(
         [sys.executable, "-m", "gateway.cli", "serve", "--help"],
         cwd=ROOT,
@@ -277,7 +297,7 @@ def _require_erp_url_option() -> None:
         raise SystemExit("--erp-url: `commerce-gateway serve --demo` here has no --erp-url option")
 
 
-def _announced(process: subprocess.Popen[str]) -> Gateway:
+def _announced(process: subprocess.Popen[str], log: Path) -> Gateway:
     """Read the "name url" lines the gateway prints until its own, keeping its stdout drained."""
     lines: queue.Queue[str | None] = queue.Queue()
     threading.Thread(target=_drain, args=(process, lines), daemon=True).start()
@@ -289,10 +309,10 @@ def _announced(process: subprocess.Popen[str]) -> Gateway:
         except queue.Empty:
             break
         if line is None:
-            raise RuntimeError(f"the gateway exited with code {process.wait()}")
+            raise RuntimeError(f"the gateway exited with code {process.wait()}; see {log}")
         name, _, url = line.strip().partition(" ")
         if name == "gateway":
-            return Gateway(process, url.strip().removesuffix("/graphql"), systems)
+            return Gateway(process, url.strip().removesuffix("/graphql"), systems, log)
         systems[name] = url.strip()
     raise TimeoutError(f"the gateway did not announce itself within {START_TIMEOUT:g} s")
 
@@ -327,7 +347,8 @@ async def wait_ready(control: httpx.AsyncClient, gateway: Gateway) -> None:
     deadline = time.monotonic() + START_TIMEOUT
     while time.monotonic() < deadline:
         if gateway.process.poll() is not None:
-            raise RuntimeError(f"the gateway exited with code {gateway.process.returncode}")
+            code = gateway.process.returncode
+            raise RuntimeError(f"the gateway exited with code {code}; see {gateway.log}")
         with contextlib.suppress(httpx.TransportError):
             response = await control.get(f"{gateway.url}/readyz")
             if response.status_code == 200 and response.json()["status"] == "ready":
@@ -373,17 +394,26 @@ def load_client(gateway: Gateway, concurrency: int) -> httpx.AsyncClient:
     )
 
 
-async def listing(client: httpx.AsyncClient) -> dict[str, Any] | None:
-    """The listing's ``data``, or None when the request failed or answered errors."""
+@dataclass(frozen=True, slots=True)
+class Answer:
+    """The listing's ``data``, or why there is none (the first error only)."""
+
+    data: dict[str, Any] | None
+    failure: str | None = None
+
+
+async def listing(client: httpx.AsyncClient) -> Answer:
     try:
         response = await client.post("/graphql", json=LISTING_BODY)
-    except httpx.HTTPError:
-        return None
+    except httpx.HTTPError as exc:
+        return Answer(None, type(exc).__name__)
     if response.status_code != 200:
-        return None
+        return Answer(None, f"HTTP {response.status_code}")
     body = response.json()
-    data: dict[str, Any] | None = None if body.get("errors") else body.get("data")
-    return data
+    if body.get("errors"):
+        error = body["errors"][0]
+        return Answer(None, f"{error.get('extensions', {}).get('code')}: {error.get('message')}")
+    return Answer(body["data"])
 
 
 async def warm_up(gateway: Gateway, requests: int) -> int:
@@ -391,10 +421,10 @@ async def warm_up(gateway: Gateway, requests: int) -> int:
     async with load_client(gateway, 1) as client:
         skus = 0
         for _ in range(max(1, requests)):
-            data = await listing(client)
-            if data is None:
-                raise RuntimeError("the listing failed during the warm-up")
-            skus = _skus(data)
+            answer = await listing(client)
+            if answer.data is None:
+                raise RuntimeError(f"the listing failed during the warm-up: {answer.failure}")
+            skus = _skus(answer.data)
         return skus
 
 
@@ -412,8 +442,9 @@ async def run_level(gateway: Gateway, concurrency: int, requests: int, cap: floa
     async def worker(client: httpx.AsyncClient) -> None:
         while next(issued) < requests and time.perf_counter() < deadline:
             started = time.perf_counter()
-            if await listing(client) is None:
-                tally.errors += 1
+            answer = await listing(client)
+            if answer.failure is not None:
+                tally.failures[answer.failure] += 1
             else:
                 tally.latencies_ms.append((time.perf_counter() - started) * 1000)
 
@@ -425,35 +456,66 @@ async def run_level(gateway: Gateway, concurrency: int, requests: int, cap: floa
 async def measure(gateway: Gateway, options: Options) -> Run:
     async with httpx.AsyncClient(timeout=10.0, trust_env=False) as control:
         await wait_ready(control, gateway)
+        print(
+            f"gateway pid {gateway.process.pid} at {gateway.url}, log {gateway.log}",
+            file=sys.stderr,
+            flush=True,
+        )
         skus = await warm_up(gateway, options.warmup)
         results = []
         print(TABLE_HEAD, file=sys.stderr, flush=True)
         for concurrency, requests in zip(options.concurrency, options.requests, strict=True):
-            before = await backend_calls(control, gateway)
-            started = time.perf_counter()
-            tally = await run_level(gateway, concurrency, requests, options.time_cap)
-            seconds = time.perf_counter() - started
-            calls = (await backend_calls(control, gateway)).per_query(before, tally.requests)
-            results.append(LevelResult(concurrency, tally, seconds, calls))
-            print(_row(results[-1]), file=sys.stderr, flush=True)
-    return Run(options, skus, results)
+            result = await measure_level(control, gateway, concurrency, requests, options.time_cap)
+            print(_row(result), file=sys.stderr, flush=True)
+            results.append(result)
+    return Run(options, describe_estate(options.data_dir), skus, results)
+
+
+async def measure_level(
+    control: httpx.AsyncClient, gateway: Gateway, concurrency: int, requests: int, cap: float
+) -> LevelResult:
+    """One level, with the backend calls and the gateway's CPU time it cost."""
+    calls_before = await backend_calls(control, gateway)
+    cpu_before = process_cpu_seconds(gateway.process.pid)
+    started = time.perf_counter()
+    tally = await run_level(gateway, concurrency, requests, cap)
+    seconds = time.perf_counter() - started
+    cpu_after = process_cpu_seconds(gateway.process.pid)
+    calls = (await backend_calls(control, gateway)).per_query(calls_before, tally.requests)
+    cpu_ms = None
+    if cpu_before is not None and cpu_after is not None and tally.requests:
+        cpu_ms = (cpu_after - cpu_before) * 1000 / tally.requests
+    return LevelResult(concurrency, tally, seconds, calls, cpu_ms)
+
+
+def process_cpu_seconds(pid: int) -> float | None:
+    """User plus system CPU time of process ``pid`` so far; None without Linux's /proc."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    # After the parenthesised command name: state is field 3, utime 14 and stime 15.
+    fields = stat.rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 # --------------------------------------------------------------------------- the report
 
 TABLE_HEAD: Final = (
     "| concurrency | requests | errors | p50 ms | p99 ms | req/s "
-    "| PIM calls/query | pricing calls/query | ERP queries/query |\n"
-    "|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
+    "| PIM calls/query | pricing calls/query | ERP queries/query | gateway CPU ms/query |\n"
+    "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
 )
 
 
 def _row(result: LevelResult) -> str:
     calls = result.calls
+    cpu = "n/a" if result.cpu_ms is None else f"{result.cpu_ms:.0f}"
     return (
         f"| {result.concurrency} | {result.tally.requests} | {result.tally.errors} "
         f"| {result.percentile(50):.1f} | {result.percentile(99):.1f} "
-        f"| {result.per_second:.1f} | {calls.pim:.2f} | {calls.pricing:.2f} | {calls.erp:.2f} |"
+        f"| {result.per_second:.1f} | {calls.pim:.2f} | {calls.pricing:.2f} | {calls.erp:.2f} "
+        f"| {cpu} |"
     )
 
 
@@ -461,31 +523,43 @@ def render(run: Run, when: datetime) -> str:
     """The benchmark's section of docs/benchmarks.md, markers included."""
     options = run.options
     erp = "PostgreSQL" if options.erp_url else "SQLite"
-    lines = [
-        f"<!-- {SECTION}:start -->",
-        "## Read: the product listing",
-        "",
+    intro = (
         f"The web listing (`tests/api/test_read_graph.py`, `LISTING`): {PAGE_SIZE} products, "
         f"{run.skus_per_query} SKUs, each with its price, `availability(near: Marienplatz, "
         "first: 5)` and `totalAvailable`, sent with the key `demo-web` over HTTP/1.1 keep-alive "
-        "from a separate process. The estate is the `default` scale (2,000 products, 8,000 SKUs, "
-        f"60 stores) with the ERP on {erp}, every legacy system (the OMS too) at "
-        f"{options.latency_ms:g} ms latency and no jitter. Each level sends at most "
-        f"{_max_requests(options)} requests and stops after {options.time_cap:g} s.",
-        "",
-        TABLE_HEAD,
-        *(_row(result) for result in run.results),
-        "",
-        *_verdict(run),
-        "",
+        f"from a separate process. The estate is the `default` scale ({run.estate}) with the "
+        f"ERP on {erp}, every legacy system (the OMS too) at {options.latency_ms:g} ms latency "
+        f"and no jitter. Each level sends at most {_max_requests(options)} requests and stops "
+        f"after {options.time_cap:g} s. Latency percentiles count the answers without errors; "
+        "gateway CPU is the gateway process's CPU time (the simulators' not included) per query."
+    )
+    setting = [
         f"- Machine: {os.cpu_count()} CPUs (nproc), {platform.machine()}, "
         f"{platform.system()} {platform.release()}; "
         f"{platform.python_implementation()} {platform.python_version()}.",
         f"- Date: {when:%Y-%m-%d %H:%M} UTC.",
         f"- Command: `{options.command}`",
+    ]
+    lines = [
+        f"<!-- {SECTION}:start -->",
+        "## Read: the product listing",
+        "",
+        _wrapped(intro),
+        "",
+        TABLE_HEAD,
+        *(_row(result) for result in run.results),
+        "",
+        *map(_wrapped, _verdict(run)),
+        "",
+        *map(_wrapped, setting),
         f"<!-- {SECTION}:end -->",
     ]
     return "\n".join(lines) + "\n"
+
+
+def _wrapped(text: str) -> str:
+    indent = "  " if text.startswith("- ") else ""
+    return textwrap.fill(text, width=100, subsequent_indent=indent, break_on_hyphens=False)
 
 
 def _max_requests(options: Options) -> str:
@@ -506,7 +580,15 @@ def _verdict(run: Run) -> list[str]:
         f"{'met' if above <= 15 else 'not met'} (p50 - floor = {above:.1f} ms).",
         "- Backend calls per query under load equal those at concurrency "
         f"{first.concurrency}: {'yes' if same else 'no'}.",
+        *(_failures(result) for result in run.results if result.tally.errors),
     ]
+
+
+def _failures(result: LevelResult) -> str:
+    reasons = ", ".join(
+        f"{count} x `{reason}`" for reason, count in result.tally.failures.most_common(3)
+    )
+    return f"- Errors at concurrency {result.concurrency} (first error of each answer): {reasons}."
 
 
 def write_section(path: Path, section: str) -> None:
@@ -525,8 +607,8 @@ def write_section(path: Path, section: str) -> None:
 
 _NEW_FILE: Final = (
     "# Benchmarks\n\n"
-    "Written by the benchmarks in `bench/` (see `bench/README.md`). Each benchmark rewrites only "
-    "its own section, between its markers; numbers depend on the machine, so each section names "
+    "Written by the benchmarks in `bench/` (see `bench/README.md`). Each benchmark rewrites only\n"
+    "its own section, between its markers; numbers depend on the machine, so each section names\n"
     "it.\n"
 )
 
@@ -537,6 +619,8 @@ _NEW_FILE: Final = (
 def main(argv: Sequence[str] | None = None) -> int:
     options = parse_options(sys.argv[1:] if argv is None else argv)
     signal.signal(signal.SIGTERM, _exit_on_signal)
+    if options.erp_url:
+        require_erp_url_option()
     seed(options)
     with running_gateway(options) as gateway:
         run = asyncio.run(measure(gateway, options))

@@ -26,6 +26,7 @@ from adapters.pim_rest import RestPimCatalogue
 from adapters.ports import BackendError, Money
 from adapters.pricing_soap import SoapPricing
 from adapters.promotions_csv import CsvPromotions
+from gateway.admission import AdmissionLimit
 from gateway.backends import Backends
 from gateway.config import BackendsConfig, GatewayConfig, Settings
 from gateway.context import Context, Runtime
@@ -83,7 +84,14 @@ def create_app(
         metrics_route(metrics),
     ]
     keys, tokens = ChannelKeys(config.channels), CustomerTokens(config.auth)
-    middleware = [Middleware(ChannelAuthMiddleware, keys=keys, tokens=tokens)]
+    middleware = [
+        Middleware(ChannelAuthMiddleware, keys=keys, tokens=tokens),
+        Middleware(
+            AdmissionLimit,
+            max_in_flight=config.limits.max_in_flight,
+            max_wait=config.limits.max_wait,
+        ),
+    ]
     return Starlette(routes=routes, middleware=middleware, lifespan=lifespan)
 
 

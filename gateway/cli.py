@@ -57,6 +57,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="also start the simulated estate seeded in --data-dir and use it as the backends",
     )
     serve.add_argument("--data-dir", type=Path, default=DEFAULT_DATA_DIR)
+    serve.add_argument("--erp-url", help="with --demo: the ERP database (default: SQLite there)")
     _knob_arguments(serve)
     serve.set_defaults(handler=_serve)
 
@@ -176,7 +177,7 @@ def _serve(args: argparse.Namespace) -> int:
     except ValueError as exc:
         print(f"commerce-gateway serve: {exc}", file=sys.stderr)
         return 2
-    return serve(settings, args.data_dir, knobs)
+    return serve(settings, args.data_dir, knobs, args.erp_url)
 
 
 def _schema(args: argparse.Namespace) -> int:

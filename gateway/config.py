@@ -89,11 +89,19 @@ class LoyaltyProgramConfig(_Strict):
     currency: str = "EUR"
 
 
+class LimitsConfig(_Strict):
+    """How much one process takes on at once; see gateway/admission.py."""
+
+    max_in_flight: int = Field(default=16, ge=1)
+    max_wait: float = Field(default=10.0, gt=0)
+
+
 class GatewayConfig(_Strict):
     backends: BackendsConfig | None = None
     channels: dict[str, ChannelConfig] = Field(default_factory=dict)
     auth: AuthConfig = AuthConfig()
     loyalty: LoyaltyProgramConfig = LoyaltyProgramConfig()
+    limits: LimitsConfig = LimitsConfig()
 
 
 class Settings(BaseSettings):

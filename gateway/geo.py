@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import math
+from functools import lru_cache
 
 from adapters.ports import GeoPoint
 
 EARTH_RADIUS_KM = 6371.0088
 
 
+@lru_cache(maxsize=65_536)  # every variant of a listing asks for the same few hundred pairs
 def distance_km(a: GeoPoint, b: GeoPoint) -> float:
     """Great-circle (haversine) distance between two points, in kilometres."""
     lat1, lat2 = math.radians(a.lat), math.radians(b.lat)

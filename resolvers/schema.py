@@ -7,7 +7,13 @@ from collections.abc import Iterator
 
 import strawberry
 from strawberry import relay
-from strawberry.extensions import MaxAliasesLimiter, QueryDepthLimiter, SchemaExtension
+from strawberry.extensions import (
+    MaxAliasesLimiter,
+    ParserCache,
+    QueryDepthLimiter,
+    SchemaExtension,
+    ValidationCache,
+)
 
 from gateway.context import Context
 from resolvers.catalog import CatalogQuery
@@ -43,6 +49,9 @@ def build_schema() -> strawberry.Schema:
     return strawberry.Schema(
         query=Query,
         extensions=[
+            # Clients send the same few documents again and again: parse and validate once.
+            lambda: ParserCache(maxsize=512),
+            lambda: ValidationCache(maxsize=512),
             lambda: QueryDepthLimiter(max_depth=12),
             lambda: MaxAliasesLimiter(max_alias_count=30),
             PublicErrors,

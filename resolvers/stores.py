@@ -47,33 +47,43 @@ class OpeningHoursType:
     name="Store", description="A store or a distribution centre (kind DISTRIBUTION_CENTER)."
 )
 class StoreType(relay.Node):
+    # Listings show a store per variant and line, usually just its code or name: everything
+    # else is resolved only when asked for.
     code: str
     name: str
-    kind: LocationKindType
-    location: GeoPointType
-    postal_code: str
-    capabilities: list[Capability]
-    opening_hours: list[OpeningHoursType]
     distance_km: float | None = strawberry.field(
-        default=None, description="Distance from the point asked about, when one was given."
+        description="Distance from the point asked about, when one was given."
     )
+    domain: strawberry.Private[Location]
 
     @classmethod
     def from_domain(cls, location: Location, distance_km: float | None = None) -> StoreType:
-        return cls(
-            code=location.id,
-            name=location.name,
-            kind=LocationKindType(location.kind.value),
-            location=GeoPointType.from_domain(location.point),
-            postal_code=location.postal_code,
-            capabilities=[Capability(c) for c in sorted(location.capabilities)],
-            opening_hours=[OpeningHoursType.from_domain(h) for h in location.opening_hours],
-            distance_km=None if distance_km is None else round(distance_km, 3),
-        )
+        distance = None if distance_km is None else round(distance_km, 3)
+        return cls(code=location.id, name=location.name, distance_km=distance, domain=location)
 
     @classmethod
     def resolve_id(cls, root: StoreType, *, info: Info) -> str:
         return root.code
+
+    @strawberry.field
+    def kind(self) -> LocationKindType:
+        return LocationKindType(self.domain.kind.value)
+
+    @strawberry.field
+    def location(self) -> GeoPointType:
+        return GeoPointType.from_domain(self.domain.point)
+
+    @strawberry.field
+    def postal_code(self) -> str:
+        return self.domain.postal_code
+
+    @strawberry.field
+    def capabilities(self) -> list[Capability]:
+        return [Capability(capability) for capability in sorted(self.domain.capabilities)]
+
+    @strawberry.field
+    def opening_hours(self) -> list[OpeningHoursType]:
+        return [OpeningHoursType.from_domain(hours) for hours in self.domain.opening_hours]
 
     @classmethod
     async def resolve_nodes(  # type: ignore[override]

@@ -14,6 +14,7 @@ from pathlib import Path
 import httpx
 import pytest
 import uvicorn
+from prometheus_client.parser import text_string_to_metric_families
 from starlette.applications import Starlette
 
 from legacy.demo import DemoEstate
@@ -102,13 +103,12 @@ class ServedGateway:
         return httpx.post(f"{self.url}/graphql", json=body, headers=headers, timeout=30)
 
     def metric(self, name: str, **labels: str) -> float:
-        """The value of one sample of ``/metrics`` (0 when absent)."""
+        """The value of the ``/metrics`` sample ``name`` with exactly ``labels`` (0 if absent)."""
         text = httpx.get(f"{self.url}/metrics", timeout=10).text
-        wanted = ",".join(f'{key}="{value}"' for key, value in labels.items())
-        prefix = f"{name}{{{wanted}}} " if wanted else f"{name} "
-        for line in text.splitlines():
-            if line.startswith(prefix):
-                return float(line.rsplit(" ", 1)[1])
+        for family in text_string_to_metric_families(text):
+            for sample in family.samples:
+                if sample.name == name and sample.labels == labels:
+                    return float(sample.value)
         return 0.0
 
     def stop(self) -> None:

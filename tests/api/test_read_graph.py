@@ -230,3 +230,35 @@ def test_graphiql_is_served_to_a_browser_and_queries_also_work_over_get(
     assert page.status_code == 200
     assert "GraphiQL" in page.text
     assert answer.json() == {"data": {"products": {"totalCount": 60}}}
+
+
+def test_filters_search_and_cursors_page_through_the_assortment(
+    gateway: ServedGateway, truth: DemoEstate
+) -> None:
+    query = """query($after: String, $category: String, $search: String) {
+        products(first: 5, after: $after, filter: {category: $category}, search: $search) {
+            totalCount pageInfo { hasNextPage endCursor } edges { node { code categories } } } }"""
+    footwear = [p.code for p in truth.products if p.category.startswith("footwear")]
+    seen: list[str] = []
+    after = None
+    while True:
+        page = gateway.graphql(query, {"after": after, "category": "footwear"}).json()["data"]
+        seen += [edge["node"]["code"] for edge in page["products"]["edges"]]
+        if not page["products"]["pageInfo"]["hasNextPage"]:
+            break
+        after = page["products"]["pageInfo"]["endCursor"]
+    brand = truth.products[0].brand
+    searched = gateway.graphql(query, {"search": brand}).json()["data"]["products"]
+
+    assert seen == footwear
+    assert searched["totalCount"] == sum(1 for p in truth.products if brand in p.name_en)
+
+
+def test_operations_are_counted_by_name_and_channel(gateway: ServedGateway) -> None:
+    name = "gateway_graphql_requests_total"
+    labels = {"operation": "Listing", "channel": "kiosk", "outcome": "ok"}
+    before = gateway.metric(name, **labels)
+
+    _listing(gateway, 1, key="demo-kiosk")
+
+    assert gateway.metric(name, **labels) == before + 1

@@ -1,0 +1,69 @@
+"""Admission control: at most N GraphQL requests execute at once; the rest wait their turn.
+
+Without it, an overloaded process starts every request at once, each backend call's timeout
+then also counts the wait for the CPU, and under enough load every request times out and all
+the work is wasted. With it, excess requests queue outside the timed backend calls, and a
+request that has waited ``max_wait`` seconds is turned away with 503 and ``Retry-After``, so
+a load balancer can send it elsewhere.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+
+class AdmissionLimit:
+    def __init__(
+        self,
+        app: ASGIApp,
+        max_in_flight: int = 16,
+        max_wait: float = 10.0,
+        paths: tuple[str, ...] = ("/graphql",),
+    ) -> None:
+        if max_in_flight < 1:
+            raise ValueError("max_in_flight must be at least 1")
+        self.app = app
+        self.max_wait = max_wait
+        self.paths = paths
+        self._slots = asyncio.Semaphore(max_in_flight)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["path"] not in self.paths:
+            await self.app(scope, receive, send)
+            return
+        try:
+            async with asyncio.timeout(self.max_wait):
+                await self._slots.acquire()
+        except TimeoutError:
+            await _overloaded(send, retry_after=max(1, round(self.max_wait / 2)))
+            return
+        try:
+            await self.app(scope, receive, send)
+        finally:
+            self._slots.release()
+
+
+async def _overloaded(send: Send, retry_after: int) -> None:
+    body = json.dumps(
+        {
+            "data": None,
+            "errors": [
+                {"message": "the gateway is overloaded", "extensions": {"code": "OVERLOADED"}}
+            ],
+        }
+    ).encode()
+    await send(
+        {
+            "type": "http.response.start",
+            "status": 503,
+            "headers": [
+                (b"content-type", b"application/json"),
+                (b"retry-after", str(retry_after).encode()),
+                (b"content-length", str(len(body)).encode()),
+            ],
+        }
+    )
+    await send({"type": "http.response.body", "body": body})
