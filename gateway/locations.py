@@ -12,10 +12,13 @@ import logging
 import time
 from collections.abc import Callable, Mapping, Sequence
 
-from adapters.ports import BackendError, GeoPoint, InventoryPort, Location
+from adapters.ports import BackendError, GeoPoint, InventoryPort, Location, LocationKind
 from gateway.geo import distance_km
 
 log = logging.getLogger(__name__)
+
+NEAR_MEMORY = 1024
+NearKey = tuple[GeoPoint, float | None, str | None, LocationKind | None]
 
 
 class LocationDirectory:
@@ -30,6 +33,8 @@ class LocationDirectory:
         self._clock = clock
         self._locations: tuple[Location, ...] | None = None
         self._by_id: dict[str, Location] = {}
+        self._stores: tuple[Location, ...] = ()
+        self._near: dict[NearKey, tuple[tuple[Location, float], ...]] = {}
         self._loaded_at = 0.0
         self._lock = asyncio.Lock()
 
@@ -45,18 +50,29 @@ class LocationDirectory:
         return self._by_id
 
     async def near(
-        self, point: GeoPoint, radius_km: float | None = None, capability: str | None = None
-    ) -> list[tuple[Location, float]]:
-        """Locations with ``capability`` within ``radius_km`` of ``point``, nearest first."""
-        found = []
-        for location in await self.all():
-            if capability is not None and capability not in location.capabilities:
-                continue
-            distance = distance_km(point, location.point)
-            if radius_km is None or distance <= radius_km:
-                found.append((location, distance))
-        found.sort(key=lambda pair: (pair[1], pair[0].id))
+        self,
+        point: GeoPoint,
+        radius_km: float | None = None,
+        capability: str | None = None,
+        kind: LocationKind | None = None,
+    ) -> Sequence[tuple[Location, float]]:
+        """Locations (of ``kind``, with ``capability``) within ``radius_km`` of ``point``,
+        nearest first, ties by id. Remembered per question until the directory is refreshed:
+        every variant of a listing asks the same one."""
+        locations = await self.all()
+        key = (point, radius_km, capability, kind)
+        found = self._near.get(key)
+        if found is None:
+            found = _nearest(locations, point, radius_km, capability, kind)
+            if len(self._near) >= NEAR_MEMORY:
+                self._near.clear()
+            self._near[key] = found
         return found
+
+    async def stores(self) -> Sequence[Location]:
+        """Stores only (no distribution centres), ordered by id."""
+        await self.all()
+        return self._stores
 
     async def _refresh(self) -> None:
         async with self._lock:
@@ -72,4 +88,26 @@ class LocationDirectory:
                 return
             self._locations = locations
             self._by_id = {location.id: location for location in locations}
+            self._stores = tuple(loc for loc in locations if loc.kind is LocationKind.STORE)
+            self._near.clear()
             self._loaded_at = self._clock()
+
+
+def _nearest(
+    locations: Sequence[Location],
+    point: GeoPoint,
+    radius_km: float | None,
+    capability: str | None,
+    kind: LocationKind | None,
+) -> tuple[tuple[Location, float], ...]:
+    found = []
+    for location in locations:
+        if capability is not None and capability not in location.capabilities:
+            continue
+        if kind is not None and location.kind is not kind:
+            continue
+        distance = distance_km(point, location.point)
+        if radius_km is None or distance <= radius_km:
+            found.append((location, distance))
+    found.sort(key=lambda pair: (pair[1], pair[0].id))
+    return tuple(found)

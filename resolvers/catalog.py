@@ -9,8 +9,13 @@ import strawberry
 from strawberry import relay
 from strawberry.relay.utils import from_base64, to_base64
 
-from adapters.ports import Attribute, Price, Product, ProductFilter, Variant
-from gateway.availability import LocationStock, StockQuery, stock_at_locations, total_available
+from adapters.ports import Attribute, LocationKind, Price, Product, ProductFilter, Variant
+from gateway.availability import (
+    Candidate,
+    LocationStock,
+    stock_at_locations,
+    total_available,
+)
 from gateway.context import Info
 from resolvers.common import (
     GeoPointInput,
@@ -140,15 +145,8 @@ class VariantType(relay.Node):
         first: int = 10,
     ) -> list[StoreStockType]:
         levels = await info.context.loaders.stock_by_sku.load(self.sku)
-        codes = None if store_ids is None else await _store_codes(info, store_ids)
-        query = StockQuery(
-            near=None if near is None else near.to_domain(),
-            radius_km=check_radius(radius_km),
-            location_ids=codes,
-            first=check_first(first),
-        )
-        locations = await info.context.runtime.locations.all()
-        found = stock_at_locations(levels, locations, self.domain.ranged_at, query)
+        candidates = await _candidates(info, near, radius_km, store_ids)
+        found = stock_at_locations(levels, candidates, self.domain.ranged_at, check_first(first))
         return [StoreStockType.from_domain(stock) for stock in found]
 
     @strawberry.field(description="Units available to promise over every ranged location.")
@@ -163,6 +161,30 @@ class VariantType(relay.Node):
         skus = list(node_ids)
         products = await info.context.loaders.product_by_sku.load_many(skus)
         return [_variant(product, sku) for product, sku in zip(products, skus, strict=True)]
+
+
+async def _candidates(
+    info: Info,
+    near: GeoPointInput | None,
+    radius_km: float | None,
+    store_ids: list[strawberry.ID] | None,
+) -> Sequence[Candidate]:
+    """Where to look, in the order to show: the stores asked for (distribution centres too),
+    else the stores near the point asked about, else every store by id."""
+    directory = info.context.runtime.locations
+    radius = check_radius(radius_km)
+    point = None if near is None else near.to_domain()
+    if store_ids is not None:
+        by_id = await directory.by_id()
+        codes = await _store_codes(info, store_ids)
+        chosen = [by_id[code] for code in dict.fromkeys(codes)]
+        if point is None:
+            return [(location, None) for location in chosen]
+        wanted = {location.id for location in chosen}
+        return [pair for pair in await directory.near(point, radius) if pair[0].id in wanted]
+    if point is None:
+        return [(location, None) for location in await directory.stores()]
+    return await directory.near(point, radius, kind=LocationKind.STORE)
 
 
 def _variant(product: Product | None, sku: str) -> VariantType | None:
