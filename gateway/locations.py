@@ -59,15 +59,37 @@ class LocationDirectory:
         """Locations (of ``kind``, with ``capability``) within ``radius_km`` of ``point``,
         nearest first, ties by id. Remembered per question until the directory is refreshed:
         every variant of a listing asks the same one."""
-        locations = await self.all()
+        await self.all()
+        found = self.fresh_near(point, radius_km, capability, kind)
+        assert found is not None
+        return found
+
+    def fresh_near(
+        self,
+        point: GeoPoint,
+        radius_km: float | None = None,
+        capability: str | None = None,
+        kind: LocationKind | None = None,
+    ) -> Sequence[tuple[Location, float]] | None:
+        """What ``near`` answers, at once, or None when that needs a (re)load first."""
+        if not self._fresh():
+            return None
         key = (point, radius_km, capability, kind)
         found = self._near.get(key)
         if found is None:
-            found = _nearest(locations, point, radius_km, capability, kind)
+            assert self._locations is not None
+            found = _nearest(self._locations, point, radius_km, capability, kind)
             if len(self._near) >= NEAR_MEMORY:
                 self._near.clear()
             self._near[key] = found
         return found
+
+    def fresh_stores(self) -> Sequence[Location] | None:
+        """What ``stores`` answers, at once, or None when that needs a (re)load first."""
+        return self._stores if self._fresh() else None
+
+    def _fresh(self) -> bool:
+        return self._locations is not None and self._clock() - self._loaded_at <= self._ttl
 
     async def stores(self) -> Sequence[Location]:
         """Stores only (no distribution centres), ordered by id."""

@@ -4,12 +4,22 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from datetime import datetime
+from typing import cast
 
 import strawberry
 from strawberry import relay
 from strawberry.relay.utils import from_base64, to_base64
 
-from adapters.ports import Attribute, LocationKind, Price, Product, ProductFilter, Variant
+from adapters.ports import (
+    Attribute,
+    GeoPoint,
+    LocationKind,
+    Price,
+    Product,
+    ProductFilter,
+    StockLevel,
+    Variant,
+)
 from gateway.availability import (
     Candidate,
     LocationStock,
@@ -26,6 +36,7 @@ from resolvers.common import (
     store_code,
     user_error,
 )
+from resolvers.prefetch import now_or_later, prefetch_page
 from resolvers.stores import StoreType
 
 CURSOR_PREFIX = "offset"
@@ -128,7 +139,13 @@ class VariantType(relay.Node):
         return ProductType.from_domain(product)
 
     @strawberry.field(description="The selling price, in the price zone of `storeId` if given.")
-    async def price(self, info: Info, store_id: strawberry.ID | None = None) -> PriceType:
+    def price(self, info: Info, store_id: strawberry.ID | None = None) -> PriceType:
+        if store_id is not None:
+            return cast(PriceType, self._price_in_store(info, store_id))
+        found = info.context.loaders.price_by_sku.load((self.sku, None))
+        return now_or_later(found, lambda price: _price_type(self.sku, price))
+
+    async def _price_in_store(self, info: Info, store_id: strawberry.ID) -> PriceType:
         (price,) = await _prices(info, [self.sku], store_id)
         return PriceType.from_domain(price)
 
@@ -136,7 +153,7 @@ class VariantType(relay.Node):
         description="Stock at the stores that range this variant: nearest first with `near`, "
         "or at `storeIds` (which may name distribution centres)."
     )
-    async def availability(
+    def availability(
         self,
         info: Info,
         near: GeoPointInput | None = None,
@@ -144,15 +161,37 @@ class VariantType(relay.Node):
         store_ids: list[strawberry.ID] | None = None,
         first: int = 10,
     ) -> list[StoreStockType]:
+        levels = info.context.loaders.stock_by_sku.load(self.sku)
+        point = None if near is None else near.to_domain()
+        radius, count = check_radius(radius_km), check_first(first)
+        known = None if store_ids else _known_candidates(info, point, radius)
+        if known is None or not levels.done():
+            return cast(
+                list[StoreStockType], self._availability(info, near, radius, store_ids, count)
+            )
+        return self._stock(levels.result(), known, count)
+
+    async def _availability(
+        self,
+        info: Info,
+        near: GeoPointInput | None,
+        radius_km: float | None,
+        store_ids: list[strawberry.ID] | None,
+        first: int,
+    ) -> list[StoreStockType]:
         levels = await info.context.loaders.stock_by_sku.load(self.sku)
-        candidates = await _candidates(info, near, radius_km, store_ids)
-        found = stock_at_locations(levels, candidates, self.domain.ranged_at, check_first(first))
+        return self._stock(levels, await _candidates(info, near, radius_km, store_ids), first)
+
+    def _stock(
+        self, levels: Sequence[StockLevel], candidates: Sequence[Candidate], first: int
+    ) -> list[StoreStockType]:
+        found = stock_at_locations(levels, candidates, self.domain.ranged_at, first)
         return [StoreStockType.from_domain(stock) for stock in found]
 
     @strawberry.field(description="Units available to promise over every ranged location.")
-    async def total_available(self, info: Info) -> int:
-        levels = await info.context.loaders.stock_by_sku.load(self.sku)
-        return total_available(levels, self.domain.ranged_at)
+    def total_available(self, info: Info) -> int:
+        levels = info.context.loaders.stock_by_sku.load(self.sku)
+        return now_or_later(levels, lambda found: total_available(found, self.domain.ranged_at))
 
     @classmethod
     async def resolve_nodes(  # type: ignore[override]
@@ -185,6 +224,23 @@ async def _candidates(
     if point is None:
         return [(location, None) for location in await directory.stores()]
     return await directory.near(point, radius, kind=LocationKind.STORE)
+
+
+def _known_candidates(
+    info: Info, point: GeoPoint | None, radius_km: float | None
+) -> Sequence[Candidate] | None:
+    """The stores to look at, if the directory can tell without a refresh."""
+    directory = info.context.runtime.locations
+    if point is None:
+        stores = directory.fresh_stores()
+        return None if stores is None else [(location, None) for location in stores]
+    return directory.fresh_near(point, radius_km, kind=LocationKind.STORE)
+
+
+def _price_type(sku: str, price: Price | None) -> PriceType:
+    if price is None:
+        raise user_error(f"no price for {sku}", code="PRICE_NOT_FOUND")
+    return PriceType.from_domain(price)
 
 
 def _variant(product: Product | None, sku: str) -> VariantType | None:
@@ -304,6 +360,7 @@ class CatalogQuery:
         page = await catalogue.list_products(offset, check_first(first), query)
         for product in page.items:
             info.context.loaders.product_by_code.prime(product.code, product)
+        await prefetch_page(info, page.items)
         return _connection(page.items, page.offset, page.total)
 
     @strawberry.field(description="One product by its id or code, or by one of its SKUs.")

@@ -10,7 +10,7 @@ import pytest
 
 from legacy.demo import DemoEstate
 from legacy.launcher import RunningEstate
-from tests.support import GRAPHQL_KEYS, ServedGateway
+from tests.support import GRAPHQL_KEYS, ServedGateway, reset_estate
 
 LISTING = """
 query Listing($first: Int!, $near: GeoPointInput!) {
@@ -262,3 +262,25 @@ def test_operations_are_counted_by_name_and_channel(gateway: ServedGateway) -> N
     _listing(gateway, 1, key="demo-kiosk")
 
     assert gateway.metric(name, **labels) == before + 1
+
+
+def test_a_listing_written_with_fragments_answers_the_same_at_the_same_cost(
+    gateway: ServedGateway, estate: RunningEstate
+) -> None:
+    with_fragments = """
+    query Listing($first: Int!, $near: GeoPointInput!) {
+      products(first: $first) { totalCount edges { node { ...Card } } }
+    }
+    fragment Card on Product { code name brand variants { ...Offer ... on Variant {
+        availability(near: $near, first: 5) { store { code } available onHand distanceKm }
+        totalAvailable } } }
+    fragment Offer on Variant { sku price { current { amount currency } } }
+    """
+    plain = _listing(gateway, 24).json()
+    reset_estate(estate)
+
+    body = gateway.graphql(with_fragments, {"first": 24, "near": MARIENPLATZ}).json()
+
+    assert body == plain
+    assert _stats(estate, "pricing") == {"GetPrices": 2}
+    assert _stats(estate, "pim") == {"listProducts": 1}
