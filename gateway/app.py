@@ -8,6 +8,7 @@ from __future__ import annotations
 import logging
 from collections.abc import AsyncIterator, Mapping
 from contextlib import AsyncExitStack, asynccontextmanager
+from datetime import UTC, datetime
 from typing import Any
 
 from starlette.applications import Starlette
@@ -28,12 +29,14 @@ from adapters.pricing_soap import SoapPricing
 from adapters.promotions_csv import CsvPromotions
 from gateway.admission import AdmissionLimit
 from gateway.backends import Backends
+from gateway.cart import CartPricing, PromotionRules
 from gateway.config import BackendsConfig, GatewayConfig, Settings
 from gateway.context import Context, Runtime
 from gateway.health import Readiness, backend_urls, health_routes
 from gateway.loaders import build_loaders
 from gateway.locations import LocationDirectory
 from gateway.metrics import Metrics, instrument, metrics_route
+from gateway.promotions import LoyaltyProgram
 from gateway.security import Channel, ChannelAuthMiddleware, ChannelKeys, CustomerTokens
 from resolvers.schema import build_schema
 
@@ -66,8 +69,13 @@ def create_app(
             await _warm_up(directory)
             point = Money(config.loyalty.point_value, config.loyalty.currency)
             urls = backend_urls(config.backends) if config.backends else {}
+            rules = PromotionRules(ports.promotions)
+            program = LoyaltyProgram(
+                config.loyalty.points_per_unit, point, config.loyalty.tier_multipliers
+            )
+            cart = CartPricing(rules, program, clock=lambda: datetime.now(UTC))
             yield {
-                "runtime": Runtime(ports, directory, metrics, point),
+                "runtime": Runtime(ports, directory, metrics, point, cart, rules),
                 # Probes are not traffic: they stay out of the backend request metrics.
                 "readiness": Readiness(raw, urls),
             }

@@ -83,10 +83,20 @@ class AuthConfig(_Strict):
 
 
 class LoyaltyProgramConfig(_Strict):
-    """What one loyalty point is worth when spent, in the shop's currency."""
+    """Points earned per whole currency unit paid (times the tier's multiplier), and what one
+    point is worth when spent, in the shop's currency."""
 
     point_value: Decimal = Decimal("0.01")
     currency: str = "EUR"
+    points_per_unit: Decimal = Decimal(1)
+    tier_multipliers: dict[str, Decimal] = Field(
+        default_factory=lambda: {
+            "BRONZE": Decimal(1),
+            "SILVER": Decimal("1.25"),
+            "GOLD": Decimal("1.5"),
+            "PLATINUM": Decimal(2),
+        }
+    )
 
 
 class LimitsConfig(_Strict):

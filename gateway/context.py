@@ -11,6 +11,7 @@ from starlette.websockets import WebSocket
 
 from adapters.ports import Money
 from gateway.backends import Backends
+from gateway.cart import CartPricing, PromotionRules
 from gateway.loaders import Loaders
 from gateway.locations import LocationDirectory
 from gateway.metrics import Metrics
@@ -25,6 +26,8 @@ class Runtime:
     locations: LocationDirectory
     metrics: Metrics
     point_value: Money
+    cart: CartPricing
+    rules: PromotionRules
 
 
 @dataclass(frozen=True, slots=True)

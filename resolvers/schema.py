@@ -16,6 +16,7 @@ from strawberry.extensions import (
 )
 
 from gateway.context import Context
+from resolvers.cart import CartQuery
 from resolvers.catalog import CatalogQuery
 from resolvers.customers import CustomerQuery
 from resolvers.errors import PublicErrors
@@ -23,7 +24,7 @@ from resolvers.stores import StoreQuery
 
 
 @strawberry.type
-class Query(CatalogQuery, StoreQuery, CustomerQuery):
+class Query(CatalogQuery, StoreQuery, CustomerQuery, CartQuery):
     node: relay.Node | None = relay.node(description="Any Product, Variant or Store by its id.")
 
 

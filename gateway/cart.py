@@ -1,0 +1,135 @@
+"""Cart pricing: gather a basket's prices, products, rules and shopper, then call the engine.
+
+The imperative shell around ``gateway.promotions``: every channel prices a cart through this one
+service, so a basket costs the same in the app and at the till.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, replace
+from datetime import datetime
+from typing import Protocol
+
+from adapters.ports import BackendError, PromotionRule, PromotionsPort
+from gateway.loaders import Loaders
+from gateway.promotions import (
+    Basket,
+    BasketLine,
+    LoyaltyProgram,
+    PricedBasket,
+    Problem,
+    ProblemCode,
+    RuleBook,
+    Shopper,
+    price_basket,
+)
+
+log = logging.getLogger(__name__)
+PERSONAL_BOOKS = 256
+
+
+class OfferSource(Protocol):
+    """Personal offers the gateway itself stores (issued by the call centre)."""
+
+    async def rules_for(self, customer_id: str, now: datetime) -> Sequence[PromotionRule]: ...
+
+
+@dataclass(frozen=True, slots=True)
+class CartRequest:
+    lines: tuple[tuple[str, int], ...]
+    coupon_codes: tuple[str, ...] = ()
+    store_id: str | None = None
+    redeem_points: int = 0
+    customer_id: str | None = None
+
+
+class PromotionRules:
+    """The rule book for a customer: the feed's rules (indexed once per feed version) plus the
+    customer's own personal offers."""
+
+    def __init__(self, feed: PromotionsPort, offers: OfferSource | None = None) -> None:
+        self._feed = feed
+        self._offers = offers
+        self._version: str | None = None
+        self._book: RuleBook | None = None
+        self._personal: dict[tuple[str, tuple[PromotionRule, ...]], RuleBook] = {}
+
+    async def for_customer(self, customer_id: str | None, now: datetime) -> RuleBook:
+        promotions = await self._feed.promotions()
+        if self._book is None or promotions.version != self._version:
+            self._book = RuleBook.of(promotions)
+            self._version = promotions.version
+            self._personal.clear()
+        if customer_id is None or self._offers is None:
+            return self._book
+        personal = tuple(await self._offers.rules_for(customer_id, now))
+        if not personal:
+            return self._book
+        key = (promotions.version, personal)
+        book = self._personal.get(key)
+        if book is None:
+            if len(self._personal) >= PERSONAL_BOOKS:
+                self._personal.clear()
+            book = RuleBook.from_rules((*promotions.rules, *personal), promotions.coupons)
+            self._personal[key] = book
+        return book
+
+
+class CartPricing:
+    def __init__(
+        self,
+        rules: PromotionRules,
+        program: LoyaltyProgram,
+        clock: Callable[[], datetime],
+    ) -> None:
+        self._rules = rules
+        self._program = program
+        self._clock = clock
+
+    async def price(self, request: CartRequest, loaders: Loaders) -> PricedBasket:
+        """The priced cart. Unknown SKUs are left out and reported as problems."""
+        now = self._clock()
+        skus = [sku for sku, _ in request.lines]
+        products, prices = await asyncio.gather(
+            loaders.product_by_sku.load_many(skus),
+            loaders.price_by_sku.load_many([(sku, request.store_id) for sku in skus]),
+        )
+        lines, problems = [], []
+        for (sku, quantity), product, price in zip(request.lines, products, prices, strict=True):
+            if product is None or price is None:
+                problems.append(Problem(ProblemCode.UNKNOWN_SKU, f"{sku} is not sold", sku))
+                continue
+            lines.append(
+                BasketLine(sku, quantity, price.current, product.categories, product.brand)
+            )
+        currency = lines[0].unit_price.currency if lines else self._program.point_value.currency
+        shopper = await self._shopper(request, loaders)
+        book = await self._rules.for_customer(request.customer_id, now)
+        basket = Basket(currency, tuple(lines))
+        priced = price_basket(basket, book, shopper, now, self._program, request.redeem_points)
+        return _with_problems(priced, problems)
+
+    async def _shopper(self, request: CartRequest, loaders: Loaders) -> Shopper:
+        if request.customer_id is None:
+            return Shopper(coupon_codes=request.coupon_codes)
+        try:
+            account = await loaders.account_by_customer.load(request.customer_id)
+        except BackendError as exc:
+            # A quote still prices without the loyalty system; points wait for it.
+            log.warning("loyalty unavailable while pricing a cart: %s", exc)
+            account = None
+        return Shopper(
+            customer_id=request.customer_id,
+            tier=None if account is None else account.tier,
+            coupon_codes=request.coupon_codes,
+            points_balance=0 if account is None else account.points,
+        )
+
+
+def _with_problems(priced: PricedBasket, problems: list[Problem]) -> PricedBasket:
+    if not problems:
+        return priced
+    return replace(priced, problems=(*problems, *priced.problems))
