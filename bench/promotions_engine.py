@@ -23,10 +23,10 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Final
 
-from adapters.ports import Money, PromotionKind, PromotionRule, PromotionTarget, ValueType
+from adapters.ports import Money, PromotionRule
 from gateway.promotions import Basket, BasketLine, LoyaltyProgram, RuleBook, Shopper, price_basket
 from legacy.demo import DemoProduct, generate
-from legacy.demo_promotions import DemoPromotion
+from tests.fakes import rule_from_demo
 
 ROOT: Final = Path(__file__).resolve().parents[1]
 SECTION: Final = "promotions_engine"
@@ -38,35 +38,6 @@ SHOPPER: Final = Shopper("C0001", "GOLD", ("WELCOME10", "SOCKS5", "SAVE20"), poi
 LOYALTY: Final = LoyaltyProgram(
     Decimal(1), Money(Decimal("0.01"), "EUR"), {"GOLD": Decimal("1.5"), "PLATINUM": Decimal(2)}
 )
-
-
-def to_rule(promotion: DemoPromotion) -> PromotionRule:
-    """The demo promotion as the promotions adapter hands it to the gateway."""
-    return PromotionRule(
-        id=promotion.id,
-        title=promotion.title,
-        kind=PromotionKind(promotion.kind),
-        value=promotion.value,
-        value_type=ValueType(promotion.value_type),
-        currency="EUR",
-        target=PromotionTarget(
-            frozenset(promotion.skus), frozenset(promotion.categories), frozenset(promotion.brands)
-        ),
-        valid_from=promotion.valid_from,
-        valid_until=promotion.valid_until,
-        priority=promotion.priority,
-        exclusive=promotion.exclusive,
-        stacking_group=promotion.stacking_group,
-        buy_quantity=promotion.buy_quantity,
-        pay_quantity=promotion.pay_quantity,
-        get_quantity=promotion.get_quantity,
-        bundle_skus=promotion.bundle_skus,
-        threshold=Money(promotion.threshold, "EUR") if promotion.threshold is not None else None,
-        coupon_code=promotion.coupon_code,
-        tiers=frozenset(promotion.tiers),
-        customer_id=promotion.customer_id,
-        extra_points=promotion.extra_points,
-    )
 
 
 def basket_line(product: DemoProduct, variant_index: int, quantity: int) -> BasketLine:
@@ -192,7 +163,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--output", type=Path, default=ROOT / "docs" / "benchmarks.md")
     options = parser.parse_args(argv)
     estate = generate(42, "large")
-    rules = [r for r in map(to_rule, estate.promotions) if r.is_active(NOW)]
+    rules = [r for r in map(rule_from_demo, estate.promotions) if r.is_active(NOW)]
     started = time.perf_counter()
     book = RuleBook.from_rules(rules)
     build_ms = (time.perf_counter() - started) * 1000

@@ -66,6 +66,10 @@ def build_parser() -> argparse.ArgumentParser:
     schema.add_argument("--path", type=Path, default=Path("schema.graphql"))
     schema.set_defaults(handler=_schema)
 
+    database = commands.add_parser("db", help="manage the gateway's own database")
+    database.add_argument("action", choices=["upgrade"], help="upgrade: migrate $DATABASE_URL")
+    database.set_defaults(handler=_database)
+
     token = commands.add_parser("token", help="print a demo customer token (JWT)")
     token.add_argument("customer_id", metavar="CUSTOMER_ID", help="e.g. C0001")
     token.add_argument(
@@ -112,15 +116,9 @@ def _seed(args: argparse.Namespace) -> int:
 
 def _legacy(args: argparse.Namespace) -> int:
     from legacy.launcher import EstateConfig, start_estate
-    from legacy.seed import is_seeded
 
-    if not is_seeded(args.data_dir):
-        print(f"no demo estate in {args.data_dir}; run: commerce-gateway seed", file=sys.stderr)
-        return 2
-    try:
-        knobs = _knobs(args)
-    except ValueError as exc:
-        print(f"commerce-gateway legacy: {exc}", file=sys.stderr)
+    knobs = _estate_knobs(args, "legacy")
+    if knobs is None:
         return 2
     ports = {s: args.port + i for i, s in enumerate(ESTATE_SYSTEMS)} if args.port else {}
     config = EstateConfig(
@@ -158,10 +156,29 @@ def _token(args: argparse.Namespace) -> int:
     return 0
 
 
+def _database(args: argparse.Namespace) -> int:
+    import asyncio
+
+    from sqlalchemy import make_url
+    from sqlalchemy.exc import SQLAlchemyError
+
+    from gateway.config import Settings
+    from gateway.db import head_revision, upgrade
+
+    url = Settings.from_env().database_url
+    shown = make_url(url).render_as_string(hide_password=True)
+    try:
+        asyncio.run(upgrade(url))
+    except (OSError, SQLAlchemyError) as exc:
+        print(f"commerce-gateway db upgrade: {shown}: {exc}", file=sys.stderr)
+        return 1
+    print(f"{shown} is at revision {head_revision()}")
+    return 0
+
+
 def _serve(args: argparse.Namespace) -> int:
     from gateway.config import Settings
     from gateway.serve import serve
-    from legacy.seed import is_seeded
 
     overrides = {"host": args.host, "port": args.port}
     settings = Settings.from_env().model_copy(
@@ -169,13 +186,8 @@ def _serve(args: argparse.Namespace) -> int:
     )
     if not args.demo:
         return serve(settings)
-    if not is_seeded(args.data_dir):
-        print(f"no demo estate in {args.data_dir}; run: commerce-gateway seed", file=sys.stderr)
-        return 2
-    try:
-        knobs = _knobs(args)
-    except ValueError as exc:
-        print(f"commerce-gateway serve: {exc}", file=sys.stderr)
+    knobs = _estate_knobs(args, "serve")
+    if knobs is None:
         return 2
     return serve(settings, args.data_dir, knobs, args.erp_url)
 
@@ -184,6 +196,20 @@ def _schema(args: argparse.Namespace) -> int:
     from gateway.serve import check_schema, export_schema
 
     return export_schema(args.path) if args.action == "export" else check_schema(args.path)
+
+
+def _estate_knobs(args: argparse.Namespace, command: str) -> dict[str, Knobs] | None:
+    """The knobs to start the seeded estate with; None (and why, on stderr) when it cannot."""
+    from legacy.seed import is_seeded
+
+    if not is_seeded(args.data_dir):
+        print(f"no demo estate in {args.data_dir}; run: commerce-gateway seed", file=sys.stderr)
+        return None
+    try:
+        return _knobs(args)
+    except ValueError as exc:
+        print(f"commerce-gateway {command}: {exc}", file=sys.stderr)
+        return None
 
 
 def _knobs(args: argparse.Namespace) -> dict[str, Knobs]:

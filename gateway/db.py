@@ -1,0 +1,220 @@
+"""The gateway's own database: its tables, engines over PostgreSQL or SQLite, and migrations.
+
+``DATABASE_URL`` is ``postgresql+asyncpg://...`` in production or ``sqlite+aiosqlite:///...`` as the
+embedded default. The schema is owned by the Alembic revisions in ``gateway/migrations``;
+``metadata`` below describes the same tables for queries and must be kept in step with them.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from decimal import Decimal
+from pathlib import Path
+
+from alembic import command
+from alembic.config import Config
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    CheckConstraint,
+    Column,
+    Connection,
+    DateTime,
+    Dialect,
+    Index,
+    Integer,
+    MetaData,
+    Numeric,
+    String,
+    Table,
+    UniqueConstraint,
+    event,
+    func,
+    make_url,
+    select,
+)
+from sqlalchemy.engine.interfaces import DBAPIConnection
+from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+from sqlalchemy.pool import ConnectionPoolEntry, NullPool
+from sqlalchemy.types import TypeDecorator, TypeEngine
+
+MIGRATIONS = Path(__file__).parent / "migrations"
+
+# Any fixed number will do; it only has to be the same in every gateway process.
+UPGRADE_LOCK_KEY = 0x67617465776179  # "gateway"
+
+# Seconds.
+CONNECT_TIMEOUT = 10.0
+STATEMENT_TIMEOUT = 30.0
+SQLITE_BUSY_TIMEOUT = 10.0  # how long a writer waits for another's lock
+
+
+class UtcDateTime(TypeDecorator[datetime]):
+    """A point in time: tz-aware in, tz-aware UTC out. SQLite has no time zones, so UTC is stored
+    there without one; naive datetimes are refused rather than guessed."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError(f"naive datetime {value!r}: the database stores points in time")
+        value = value.astimezone(UTC)
+        return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
+
+    def process_result_value(self, value: object | None, dialect: Dialect) -> datetime | None:
+        if not isinstance(value, datetime):
+            return None
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+class ExactDecimal(TypeDecorator[Decimal]):
+    """A ``Decimal`` that comes back exactly as it went in: NUMERIC on PostgreSQL, text on SQLite
+    (whose NUMERIC affinity would turn 10.10 into a binary float)."""
+
+    impl = Numeric(12, 4)
+    cache_ok = True
+
+    def load_dialect_impl(self, dialect: Dialect) -> TypeEngine[str] | TypeEngine[Decimal]:
+        if dialect.name == "sqlite":
+            return dialect.type_descriptor(String(40))
+        return dialect.type_descriptor(Numeric(12, 4, asdecimal=True))
+
+    def process_bind_param(self, value: Decimal | None, dialect: Dialect) -> object:
+        if value is None:
+            return None
+        return str(value) if dialect.name == "sqlite" else value
+
+    def process_result_value(self, value: object | None, dialect: Dialect) -> Decimal | None:
+        return None if value is None else Decimal(str(value))
+
+
+# SQLite makes only INTEGER PRIMARY KEY an alias of the row id.
+Identifier = BigInteger().with_variant(Integer(), "sqlite")
+
+metadata = MetaData(
+    naming_convention={
+        "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+        "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+        "ck": "ck_%(table_name)s_%(constraint_name)s",
+        "pk": "pk_%(table_name)s",
+    }
+)
+
+personal_offers = Table(
+    "personal_offers",
+    metadata,
+    Column("id", Identifier, primary_key=True, autoincrement=True),
+    Column("customer_id", String(64), nullable=False),
+    Column("title", String(200), nullable=False),
+    Column("percent_off", ExactDecimal()),
+    Column("amount_off", ExactDecimal()),
+    Column("currency", String(3)),
+    Column("skus", JSON, nullable=False),
+    Column("categories", JSON, nullable=False),
+    Column("valid_from", UtcDateTime(), nullable=False),
+    Column("valid_until", UtcDateTime(), nullable=False),
+    Column("issued_by_channel", String(64), nullable=False),
+    Column("created_at", UtcDateTime(), nullable=False),
+    Column("revoked_at", UtcDateTime()),
+    CheckConstraint("(percent_off IS NULL) <> (amount_off IS NULL)", name="one_discount"),
+    CheckConstraint("(amount_off IS NULL) = (currency IS NULL)", name="currency_with_amount"),
+    CheckConstraint("valid_from < valid_until", name="validity"),
+    Index(None, "customer_id", "valid_until"),
+    sqlite_autoincrement=True,  # never hand a revoked offer's id ("PO-7") to another one
+)
+
+coupon_uses = Table(
+    "coupon_uses",
+    metadata,
+    Column("id", Identifier, primary_key=True, autoincrement=True),
+    Column("code", String(64), nullable=False),
+    Column("customer_id", String(64)),
+    Column("order_id", String(64), nullable=False),
+    Column("used_at", UtcDateTime(), nullable=False),
+    UniqueConstraint("code", "order_id"),
+    Index(None, "code", "customer_id"),
+)
+
+
+def create_engine(url: str) -> AsyncEngine:
+    """A pooled async engine for ``url`` (PostgreSQL via asyncpg, or SQLite via aiosqlite), with
+    connect and statement timeouts. Call ``await engine.dispose()`` when done.
+
+    On SQLite every transaction takes the write lock when it begins (``BEGIN IMMEDIATE``), so
+    concurrent read-then-write transactions queue for up to ``SQLITE_BUSY_TIMEOUT`` instead of
+    failing with "database is locked" halfway; keep transactions short."""
+    return _engine(url)
+
+
+def _engine(url: str, *, pooled: bool = True) -> AsyncEngine:
+    parsed = make_url(url)
+    pool = {} if pooled else {"poolclass": NullPool}
+    if parsed.get_backend_name() != "sqlite":
+        timeouts = {"timeout": CONNECT_TIMEOUT, "command_timeout": STATEMENT_TIMEOUT}
+        return create_async_engine(parsed, connect_args=timeouts, pool_pre_ping=True, **pool)
+    engine = create_async_engine(parsed, connect_args={"timeout": SQLITE_BUSY_TIMEOUT}, **pool)
+    _use_real_sqlite_transactions(engine)
+    return engine
+
+
+def _use_real_sqlite_transactions(engine: AsyncEngine) -> None:
+    """The sqlite3 module starts transactions late and never for DDL; let SQLAlchemy say when
+    (the recipe in SQLAlchemy's SQLite notes), so that savepoints and transactional DDL work."""
+
+    @event.listens_for(engine.sync_engine, "connect")
+    def on_connect(connection: DBAPIConnection, record: ConnectionPoolEntry) -> None:
+        connection.isolation_level = None
+        cursor = connection.cursor()
+        cursor.execute("PRAGMA foreign_keys = ON")
+        cursor.execute("PRAGMA journal_mode = WAL")  # readers do not wait for the writer
+        cursor.close()
+
+    @event.listens_for(engine.sync_engine, "begin")
+    def on_begin(connection: Connection) -> None:
+        connection.exec_driver_sql("BEGIN IMMEDIATE")
+
+
+async def upgrade(url: str) -> None:
+    """Bring the database at ``url`` to the newest revision; a no-op when it is there already.
+
+    Safe when several gateway processes start at once: on PostgreSQL they queue on an advisory
+    lock, on SQLite on the database's write lock (the file's folder is created if missing), and
+    each one finds the revision the previous one left."""
+    parsed = make_url(url)
+    if parsed.get_backend_name() == "sqlite":
+        _create_folder(parsed.database)
+    engine = _engine(url, pooled=False)
+    try:
+        async with engine.begin() as connection:
+            if connection.dialect.name == "postgresql":
+                await connection.execute(select(func.pg_advisory_xact_lock(UPGRADE_LOCK_KEY)))
+            await connection.run_sync(_upgrade_to_head)
+    finally:
+        await engine.dispose()
+
+
+def _create_folder(database: str | None) -> None:
+    if database and database != ":memory:" and not database.startswith("file:"):
+        Path(database).parent.mkdir(parents=True, exist_ok=True)
+
+
+def _upgrade_to_head(connection: Connection) -> None:
+    config = Config()
+    config.set_main_option("script_location", str(MIGRATIONS))
+    config.attributes["connection"] = connection
+    command.upgrade(config, "head")
+
+
+def head_revision() -> str:
+    """The newest revision in ``gateway/migrations``."""
+    from alembic.script import ScriptDirectory
+
+    config = Config()
+    config.set_main_option("script_location", str(MIGRATIONS))
+    head = ScriptDirectory.from_config(config).get_current_head()
+    if head is None:
+        raise RuntimeError(f"no revisions in {MIGRATIONS}")
+    return head

@@ -1,0 +1,1 @@
+"""Alembic revisions of the gateway's database (a package so that wheels ship them)."""
