@@ -41,6 +41,7 @@ from typing import Any, Final
 import httpx
 
 from legacy.launcher import default_erp_url
+from tests.support import LISTING, MARIENPLATZ
 
 ROOT: Final = Path(__file__).resolve().parents[1]
 SECTION: Final = "read_listing"
@@ -52,21 +53,6 @@ START_TIMEOUT: Final = 120.0  # seconds for the estate and the gateway to become
 STOP_TIMEOUT: Final = 20.0
 REQUEST_TIMEOUT: Final = 60.0
 
-# The query of tests/api/test_read_graph.py, which proves its batching.
-LISTING: Final = """
-query Listing($first: Int!, $near: GeoPointInput!) {
-  products(first: $first) {
-    totalCount
-    edges { node { code name brand variants {
-      sku
-      price { current { amount currency } }
-      availability(near: $near, first: 5) { store { code } available onHand distanceKm }
-      totalAvailable
-    } } }
-  }
-}
-"""
-MARIENPLATZ: Final = {"lat": 48.1374, "lon": 11.5755}
 LISTING_BODY: Final = {"query": LISTING, "variables": {"first": PAGE_SIZE, "near": MARIENPLATZ}}
 BACKEND_METRIC: Final = re.compile(
     r'^gateway_backend_requests_total\{backend="(?P<backend>[^"]+)",'
@@ -524,7 +510,7 @@ def render(run: Run, when: datetime) -> str:
     options = run.options
     erp = "PostgreSQL" if options.erp_url else "SQLite"
     intro = (
-        f"The web listing (`tests/api/test_read_graph.py`, `LISTING`): {PAGE_SIZE} products, "
+        f"The web listing (`LISTING` in `tests/support.py`): {PAGE_SIZE} products, "
         f"{run.skus_per_query} SKUs, each with its price, `availability(near: Marienplatz, "
         "first: 5)` and `totalAvailable`, sent with the key `demo-web` over HTTP/1.1 keep-alive "
         f"from a separate process. The estate is the `default` scale ({run.estate}) with the "

@@ -77,6 +77,22 @@ def reset_estate(estate: RunningEstate) -> None:
 
 ROOT = Path(__file__).resolve().parents[1]
 DEMO_CONFIG = ROOT / "config" / "demo.toml"
+# The web listing: its batching is proven in tests/api, its speed measured in bench/read_listing.
+LISTING = """
+query Listing($first: Int!, $near: GeoPointInput!) {
+  products(first: $first) {
+    totalCount
+    edges { node { code name brand variants {
+      sku
+      price { current { amount currency } }
+      availability(near: $near, first: 5) { store { code } available onHand distanceKm }
+      totalAvailable
+    } } }
+  }
+}
+"""
+MARIENPLATZ = {"lat": 48.1374, "lon": 11.5755}
+
 GRAPHQL_KEYS = ("demo-web", "demo-mobile", "demo-kiosk", "demo-pos", "demo-csr", "demo-partner")
 
 

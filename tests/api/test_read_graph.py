@@ -10,22 +10,7 @@ import pytest
 
 from legacy.demo import DemoEstate
 from legacy.launcher import RunningEstate
-from tests.support import GRAPHQL_KEYS, ServedGateway, reset_estate
-
-LISTING = """
-query Listing($first: Int!, $near: GeoPointInput!) {
-  products(first: $first) {
-    totalCount
-    edges { node { code name brand variants {
-      sku
-      price { current { amount currency } }
-      availability(near: $near, first: 5) { store { code } available onHand distanceKm }
-      totalAvailable
-    } } }
-  }
-}
-"""
-MARIENPLATZ = {"lat": 48.1374, "lon": 11.5755}
+from tests.support import GRAPHQL_KEYS, LISTING, MARIENPLATZ, ServedGateway, reset_estate
 
 
 def _stats(estate: RunningEstate, system: str) -> dict[str, int]:
