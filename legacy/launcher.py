@@ -111,7 +111,9 @@ def _spawn(
     ]  # fmt: skip
     if knobs is not None:
         command += ["--knobs", json.dumps(asdict(knobs))]
-    return subprocess.Popen(command, pass_fds=(descriptor,))
+    # Its own process group: Ctrl-C reaches only the launcher, which stops the systems itself
+    # (SIGTERM, see RunningEstate.stop), so they shut down once, quietly, in order.
+    return subprocess.Popen(command, pass_fds=(descriptor,), process_group=0)
 
 
 def _wait_ready(estate: RunningEstate, timeout: float) -> None:
