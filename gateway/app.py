@@ -32,10 +32,12 @@ from gateway.backends import Backends
 from gateway.cart import CartPricing, PromotionRules
 from gateway.config import BackendsConfig, GatewayConfig, Settings
 from gateway.context import Context, Runtime
+from gateway.db import create_engine, upgrade
 from gateway.health import Readiness, backend_urls, health_routes
 from gateway.loaders import build_loaders
 from gateway.locations import LocationDirectory
 from gateway.metrics import Metrics, instrument, metrics_route
+from gateway.offers import PersonalOffers
 from gateway.promotions import LoyaltyProgram
 from gateway.security import Channel, ChannelAuthMiddleware, ChannelKeys, CustomerTokens
 from resolvers.schema import build_schema
@@ -63,19 +65,24 @@ def create_app(
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[dict[str, object]]:
         async with AsyncExitStack() as stack:
+            # Every process brings the schema up to date before it serves; they queue safely.
+            await upgrade(settings.database_url)
+            database = create_engine(settings.database_url)
+            stack.push_async_callback(database.dispose)
             raw = backends or await _build(config.backends, stack)
             ports = _instrumented(raw, metrics)
             directory = LocationDirectory(ports.inventory)
             await _warm_up(directory)
             point = Money(config.loyalty.point_value, config.loyalty.currency)
             urls = backend_urls(config.backends) if config.backends else {}
-            rules = PromotionRules(ports.promotions)
+            offers = PersonalOffers(database, config.loyalty.currency)
+            rules = PromotionRules(ports.promotions, offers)
             program = LoyaltyProgram(
                 config.loyalty.points_per_unit, point, config.loyalty.tier_multipliers
             )
             cart = CartPricing(rules, program, clock=lambda: datetime.now(UTC))
             yield {
-                "runtime": Runtime(ports, directory, metrics, point, cart, rules),
+                "runtime": Runtime(ports, directory, metrics, point, cart, rules, database, offers),
                 # Probes are not traffic: they stay out of the backend request metrics.
                 "readiness": Readiness(raw, urls),
             }

@@ -24,7 +24,9 @@ from gateway.promotions import (
     ProblemCode,
     RuleBook,
     Shopper,
+    VariantOffer,
     price_basket,
+    variant_offers,
 )
 
 log = logging.getLogger(__name__)
@@ -111,6 +113,15 @@ class CartPricing:
         basket = Basket(currency, tuple(lines))
         priced = price_basket(basket, book, shopper, now, self._program, request.redeem_points)
         return _with_problems(priced, problems)
+
+    async def offers_for(
+        self, line: BasketLine, customer_id: str | None, loaders: Loaders
+    ) -> list[VariantOffer]:
+        """The promotions on ``line``'s variant on its own, for this customer (or anyone)."""
+        now = self._clock()
+        shopper = await self._shopper(CartRequest((), customer_id=customer_id), loaders)
+        book = await self._rules.for_customer(customer_id, now)
+        return variant_offers(line, book, shopper, now)
 
     async def _shopper(self, request: CartRequest, loaders: Loaders) -> Shopper:
         if request.customer_id is None:

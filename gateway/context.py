@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import strawberry
+from sqlalchemy.ext.asyncio import AsyncEngine
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.websockets import WebSocket
@@ -15,6 +16,7 @@ from gateway.cart import CartPricing, PromotionRules
 from gateway.loaders import Loaders
 from gateway.locations import LocationDirectory
 from gateway.metrics import Metrics
+from gateway.offers import PersonalOffers
 from gateway.security import Channel
 
 
@@ -28,6 +30,8 @@ class Runtime:
     point_value: Money
     cart: CartPricing
     rules: PromotionRules
+    database: AsyncEngine
+    offers: PersonalOffers
 
 
 @dataclass(frozen=True, slots=True)

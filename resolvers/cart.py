@@ -8,7 +8,7 @@ import strawberry
 
 from gateway.cart import CartRequest
 from gateway.context import Info
-from gateway.promotions import AppliedPromotion, PricedBasket, PricedLine, Problem
+from gateway.promotions import AppliedPromotion, PricedBasket, PricedLine, Problem, VariantOffer
 from resolvers.common import MoneyType, store_code, user_error
 
 MAX_LINES = 200
@@ -96,6 +96,29 @@ class AppliedPromotionType:
             explanation=applied.explanation,
             discount=MoneyType.from_domain(applied.discount),
             points=applied.points,
+        )
+
+
+@strawberry.type
+class VariantPromotion:
+    id: str
+    title: str
+    kind: str = strawberry.field(description="PERCENT_OFF, MULTI_BUY, ... as the tool names it.")
+    min_quantity: int = strawberry.field(description="Units of this variant it takes.")
+    discount: MoneyType = strawberry.field(description="What `minQuantity` units save.")
+    explanation: str
+    points: int = strawberry.field(description="Bonus points (percent of the base) it awards.")
+
+    @classmethod
+    def from_domain(cls, offer: VariantOffer) -> VariantPromotion:
+        return cls(
+            id=offer.rule.id,
+            title=offer.rule.title,
+            kind=offer.rule.kind.value,
+            min_quantity=offer.quantity,
+            discount=MoneyType.from_domain(offer.discount),
+            explanation=offer.explanation,
+            points=offer.rule.extra_points,
         )
 
 

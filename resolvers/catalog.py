@@ -27,6 +27,8 @@ from gateway.availability import (
     total_available,
 )
 from gateway.context import Info
+from gateway.promotions import BasketLine
+from resolvers.cart import VariantPromotion
 from resolvers.common import (
     GeoPointInput,
     MoneyType,
@@ -148,6 +150,23 @@ class VariantType(relay.Node):
     async def _price_in_store(self, info: Info, store_id: strawberry.ID) -> PriceType:
         (price,) = await _prices(info, [self.sku], store_id)
         return PriceType.from_domain(price)
+
+    @strawberry.field(
+        description="Promotions on this variant on its own (no coupon, no other items) for the "
+        "token's customer, or for anyone; priced in the zone of `storeId` if given."
+    )
+    async def promotions(
+        self, info: Info, store_id: strawberry.ID | None = None
+    ) -> list[VariantPromotion]:
+        loaders = info.context.loaders
+        product = await loaders.product_by_code.load(self.domain.product_code)
+        if product is None:
+            return []
+        (price,) = await _prices(info, [self.sku], store_id)
+        line = BasketLine(self.sku, 1, price.current, product.categories, product.brand)
+        cart = info.context.runtime.cart
+        offers = await cart.offers_for(line, info.context.customer_id, loaders)
+        return [VariantPromotion.from_domain(offer) for offer in offers]
 
     @strawberry.field(
         description="Stock at the stores that range this variant: nearest first with `near`, "

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import UTC, datetime
 from decimal import Decimal
 
 import strawberry
@@ -10,6 +10,7 @@ import strawberry
 from adapters.ports import LoyaltyAccount, LoyaltyEntry, Money
 from gateway.context import Info
 from resolvers.common import MoneyType, check_first, user_error
+from resolvers.offers import PersonalOfferType
 
 LOOKUP_SCOPE = "customer:lookup"
 
@@ -54,6 +55,11 @@ class Loyalty:
 class Customer:
     id: str
     loyalty: Loyalty
+
+    @strawberry.field(description="Personal offers valid now, oldest first.")
+    async def personal_offers(self, info: Info) -> list[PersonalOfferType]:
+        offers = await info.context.runtime.offers.active_for(self.id, datetime.now(UTC))
+        return [PersonalOfferType.from_domain(offer) for offer in offers]
 
     @classmethod
     def from_domain(cls, account: LoyaltyAccount) -> Customer:

@@ -20,12 +20,18 @@ from resolvers.cart import CartQuery
 from resolvers.catalog import CatalogQuery
 from resolvers.customers import CustomerQuery
 from resolvers.errors import PublicErrors
+from resolvers.offers import OfferMutation
 from resolvers.stores import StoreQuery
 
 
 @strawberry.type
 class Query(CatalogQuery, StoreQuery, CustomerQuery, CartQuery):
     node: relay.Node | None = relay.node(description="Any Product, Variant or Store by its id.")
+
+
+@strawberry.type
+class Mutation(OfferMutation):
+    pass
 
 
 class OperationMetrics(SchemaExtension):
@@ -49,6 +55,7 @@ class OperationMetrics(SchemaExtension):
 def build_schema() -> strawberry.Schema:
     return strawberry.Schema(
         query=Query,
+        mutation=Mutation,
         extensions=[
             # Clients send the same few documents again and again: parse and validate once.
             lambda: ParserCache(maxsize=512),

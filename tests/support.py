@@ -132,13 +132,14 @@ class ServedGateway:
         self.thread.join(timeout=10)
 
 
-def serve_gateway(estate: RunningEstate) -> ServedGateway:
-    """Serve the gateway, configured by the demo config, over ``estate``'s backends."""
+def serve_gateway(estate: RunningEstate, database_url: str) -> ServedGateway:
+    """Serve the gateway, configured by the demo config, over ``estate``'s backends and its own
+    database at ``database_url``."""
     from gateway.app import create_app
     from gateway.config import Settings
     from gateway.serve import demo_backends
 
-    settings = Settings(gateway_config=DEMO_CONFIG)
+    settings = Settings(gateway_config=DEMO_CONFIG, database_url=database_url)
     backends = demo_backends(estate.urls, estate.erp_url, estate.promotions_dir, estate.api_key)
     app = create_app(settings, settings.config().model_copy(update={"backends": backends}))
     listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)

@@ -20,6 +20,7 @@ from .model import (
 )
 from .rulebook import RuleBook
 from .stacking import EXACT_CHOICE_LIMIT
+from .variant import VariantOffer, variant_offers
 
 __all__ = [
     "EXACT_CHOICE_LIMIT",
@@ -34,6 +35,8 @@ __all__ = [
     "ProblemCode",
     "RuleBook",
     "Shopper",
+    "VariantOffer",
     "explain",
     "price_basket",
+    "variant_offers",
 ]

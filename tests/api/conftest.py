@@ -9,9 +9,10 @@ from tests.support import ServedGateway, reset_estate, serve_gateway
 
 
 @pytest.fixture(scope="session")
-def gateway(estate: RunningEstate) -> Iterator[ServedGateway]:
-    """The gateway over real HTTP, in front of the whole running tiny estate."""
-    served = serve_gateway(estate)
+def gateway(estate: RunningEstate, pg_database: str) -> Iterator[ServedGateway]:
+    """The gateway over real HTTP, in front of the whole running tiny estate, with its own
+    database on PostgreSQL."""
+    served = serve_gateway(estate, pg_database)
     yield served
     served.stop()
 
