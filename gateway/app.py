@@ -5,12 +5,14 @@ Run it with ``commerce-gateway serve`` or ``uvicorn --factory gateway.app:main``
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import AsyncIterator, Mapping
 from contextlib import AsyncExitStack, asynccontextmanager
 from datetime import UTC, datetime
 from typing import Any
 
+from sqlalchemy.ext.asyncio import AsyncEngine
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.requests import Request
@@ -30,16 +32,24 @@ from adapters.promotions_csv import CsvPromotions
 from gateway.admission import AdmissionLimit
 from gateway.backends import Backends
 from gateway.cart import CartPricing, PromotionRules
-from gateway.config import BackendsConfig, GatewayConfig, Settings
+from gateway.config import BackendsConfig, GatewayConfig, OrdersConfig, Settings
 from gateway.context import Context, Runtime
 from gateway.db import create_engine, upgrade
 from gateway.health import Readiness, backend_urls, health_routes
+from gateway.ledger import InventoryLedger
 from gateway.loaders import build_loaders
 from gateway.locations import LocationDirectory
 from gateway.metrics import Metrics, instrument, metrics_route
-from gateway.offers import PersonalOffers
+from gateway.offers import CouponUsage, PersonalOffers
+from gateway.orders.changes import OrderChanges
+from gateway.orders.delivery import handlers
+from gateway.orders.outbox import OutboxWorker
+from gateway.orders.placement import OrderService
+from gateway.orders.runtime import Orders
+from gateway.orders.store import IdempotencyKeys, OrderReader
 from gateway.promotions import LoyaltyProgram
 from gateway.security import Channel, ChannelAuthMiddleware, ChannelKeys, CustomerTokens
+from gateway.sourcing import Policy
 from resolvers.schema import build_schema
 
 log = logging.getLogger("gateway")
@@ -80,9 +90,16 @@ def create_app(
             program = LoyaltyProgram(
                 config.loyalty.points_per_unit, point, config.loyalty.tier_multipliers
             )
-            cart = CartPricing(rules, program, clock=lambda: datetime.now(UTC))
+            cart = CartPricing(rules, program, clock=_now)
+            ledger = InventoryLedger(database, clock=_now)
+            await _load_stock(ledger, ports)
+            orders = _orders(config.orders, database, ledger, cart, directory, ports)
+            await _background(stack, config.orders, database, ledger, ports)
+            runtime = Runtime(
+                ports, directory, metrics, point, cart, rules, database, offers, orders, ledger
+            )
             yield {
-                "runtime": Runtime(ports, directory, metrics, point, cart, rules, database, offers),
+                "runtime": runtime,
                 # Probes are not traffic: they stay out of the backend request metrics.
                 "readiness": Readiness(raw, urls),
             }
@@ -110,6 +127,75 @@ def create_app(
     return Starlette(routes=routes, middleware=middleware, lifespan=lifespan)
 
 
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+def _orders(
+    config: OrdersConfig,
+    database: AsyncEngine,
+    ledger: InventoryLedger,
+    cart: CartPricing,
+    directory: LocationDirectory,
+    ports: Backends,
+) -> Orders:
+    policy = Policy(
+        max_shipments=config.max_shipments,
+        radius_km=config.delivery_radius_km,
+        max_delivery_stores=config.max_delivery_stores,
+        alternatives=config.pickup_alternatives,
+    )
+    reader = OrderReader(database)
+    service = OrderService(
+        engine=database,
+        ledger=ledger,
+        cart=cart,
+        locations=directory,
+        loyalty=ports.loyalty,
+        promotions=ports.promotions,
+        coupons=CouponUsage(database, clock=_now),
+        keys=IdempotencyKeys(database),
+        reader=reader,
+        policy=policy,
+        clock=_now,
+    )
+    return Orders(service, OrderChanges(database, ledger, clock=_now), reader)
+
+
+async def _load_stock(ledger: InventoryLedger, ports: Backends) -> None:
+    """Catch the ledger up with the ERP before serving (everything, the first time)."""
+    try:
+        applied = await ledger.load_from(ports.inventory)
+    except BackendError as exc:
+        log.warning("the ERP's stock could not be loaded at start: %s", exc)
+    else:
+        log.info("inventory ledger: %d stock rows from the ERP", applied)
+
+
+async def _background(
+    stack: AsyncExitStack,
+    config: OrdersConfig,
+    database: AsyncEngine,
+    ledger: InventoryLedger,
+    ports: Backends,
+) -> None:
+    """The stock sync and the outbox worker, stopped (and awaited) when the app stops."""
+    stop = asyncio.Event()
+    jobs = [ledger.sync_forever(ports.inventory, config.stock_sync_interval, stop)]
+    if config.outbox:
+        worker = OutboxWorker(
+            database, handlers(ports.orders, ports.loyalty, _now), batch=config.outbox_batch
+        )
+        jobs.append(worker.run(stop))
+    tasks = [asyncio.create_task(job) for job in jobs]
+
+    async def finish() -> None:
+        stop.set()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+    stack.push_async_callback(finish)
+
+
 class GatewayGraphQL(GraphQL[Context, None]):
     async def get_context(
         self, request: Request | WebSocket, response: Response | WebSocket | None
@@ -122,7 +208,7 @@ class GatewayGraphQL(GraphQL[Context, None]):
             channel=getattr(request.state, "channel", NO_CHANNEL),
             customer_id=getattr(request.state, "customer_id", None),
             runtime=runtime,
-            loaders=build_loaders(runtime.backends),
+            loaders=build_loaders(runtime.backends, runtime.ledger),
         )
 
 

@@ -1,16 +1,31 @@
 """Which locations can sell a SKU, and how many units: pure functions over stock and locations.
 
 Available to promise is on hand minus open reservations minus the location's safety stock, never
-below zero. A SKU only ever shows at a location that ranges it (its assortment), even when the
-ERP holds a stray unit there.
+below zero; the positions come from the gateway's inventory ledger (``gateway.ledger``). A SKU
+only ever shows at a location that ranges it (its assortment), even when the ERP holds a stray
+unit there.
 """
 
 from __future__ import annotations
 
-from collections.abc import Collection, Mapping, Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
+from typing import Protocol
 
-from adapters.ports import Location, StockLevel
+from adapters.ports import Location
+
+
+class Holding(Protocol):
+    """What a location holds of one SKU (``gateway.ledger.Position`` is one)."""
+
+    @property
+    def location_id(self) -> str: ...
+    @property
+    def on_hand(self) -> int: ...
+    @property
+    def reserved(self) -> int: ...
+    @property
+    def safety_stock(self) -> int: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -31,47 +46,34 @@ Candidate = tuple[Location, float | None]
 
 
 def stock_at_locations(
-    levels: Sequence[StockLevel],
+    holdings: Sequence[Holding],
     candidates: Sequence[Candidate],
     ranged_at: Collection[str],
     first: int,
-    reserved: Mapping[str, int] | None = None,
-    safety_stock: Mapping[str, int] | None = None,
 ) -> list[LocationStock]:
     """Stock of one SKU at the first ``first`` of ``candidates`` (kept in their order) that
-    range it. A ranged location with no ERP row has 0 on hand."""
-    on_hand = {level.location_id: level.on_hand for level in levels}
-    reserved = reserved or {}
-    safety_stock = safety_stock or {}
+    range it. A ranged location the ledger has no position for has 0 on hand."""
+    by_location = {holding.location_id: holding for holding in holdings}
     found: list[LocationStock] = []
     for location, distance in candidates:
         if len(found) >= first:
             break
         if location.id not in ranged_at:
             continue
-        units = on_hand.get(location.id, 0)
-        held = reserved.get(location.id, 0)
-        atp = available_to_promise(units, held, safety_stock.get(location.id, 0))
-        found.append(LocationStock(location, units, held, atp, distance))
+        holding = by_location.get(location.id)
+        if holding is None:
+            found.append(LocationStock(location, 0, 0, 0, distance))
+            continue
+        atp = available_to_promise(holding.on_hand, holding.reserved, holding.safety_stock)
+        found.append(LocationStock(location, holding.on_hand, holding.reserved, atp, distance))
     return found
 
 
-def total_available(
-    levels: Sequence[StockLevel],
-    ranged_at: Collection[str],
-    reserved: Mapping[str, int] | None = None,
-    safety_stock: Mapping[str, int] | None = None,
-) -> int:
+def total_available(holdings: Sequence[Holding], ranged_at: Collection[str]) -> int:
     """Units available to promise over every location (stores and distribution centres) that
     ranges the SKU."""
-    reserved = reserved or {}
-    safety_stock = safety_stock or {}
     return sum(
-        available_to_promise(
-            level.on_hand,
-            reserved.get(level.location_id, 0),
-            safety_stock.get(level.location_id, 0),
-        )
-        for level in levels
-        if level.location_id in ranged_at
+        available_to_promise(holding.on_hand, holding.reserved, holding.safety_stock)
+        for holding in holdings
+        if holding.location_id in ranged_at
     )

@@ -106,12 +106,25 @@ class LimitsConfig(_Strict):
     max_wait: float = Field(default=10.0, gt=0)
 
 
+class OrdersConfig(_Strict):
+    """Sourcing policy, and how often stock and the outbox are worked through."""
+
+    stock_sync_interval: float = Field(default=2.0, gt=0)  # seconds between ERP change reads
+    outbox: bool = True  # deliver the outbox from this process
+    outbox_batch: int = Field(default=50, ge=1)
+    max_shipments: int = Field(default=3, ge=1)
+    delivery_radius_km: float = Field(default=25.0, gt=0)
+    max_delivery_stores: int = Field(default=2, ge=1)
+    pickup_alternatives: int = Field(default=3, ge=0)
+
+
 class GatewayConfig(_Strict):
     backends: BackendsConfig | None = None
     channels: dict[str, ChannelConfig] = Field(default_factory=dict)
     auth: AuthConfig = AuthConfig()
     loyalty: LoyaltyProgramConfig = LoyaltyProgramConfig()
     limits: LimitsConfig = LimitsConfig()
+    orders: OrdersConfig = OrdersConfig()
 
 
 class Settings(BaseSettings):

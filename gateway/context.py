@@ -13,10 +13,12 @@ from starlette.websockets import WebSocket
 from adapters.ports import Money
 from gateway.backends import Backends
 from gateway.cart import CartPricing, PromotionRules
+from gateway.ledger import InventoryLedger
 from gateway.loaders import Loaders
 from gateway.locations import LocationDirectory
 from gateway.metrics import Metrics
 from gateway.offers import PersonalOffers
+from gateway.orders.runtime import Orders
 from gateway.security import Channel
 
 
@@ -32,6 +34,8 @@ class Runtime:
     rules: PromotionRules
     database: AsyncEngine
     offers: PersonalOffers
+    orders: Orders
+    ledger: InventoryLedger
 
 
 @dataclass(frozen=True, slots=True)

@@ -32,6 +32,7 @@ from sqlalchemy import (
     func,
     make_url,
     select,
+    text,
 )
 from sqlalchemy.engine.interfaces import DBAPIConnection
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
@@ -136,6 +137,31 @@ coupon_uses = Table(
     Column("used_at", UtcDateTime(), nullable=False),
     UniqueConstraint("code", "order_id"),
     Index(None, "code", "customer_id"),
+)
+
+# The gateway's inventory position per (location, SKU): on hand as the ERP last reported it (or
+# as a store return raised it since), units held by open orders, and the location's safety stock.
+# ``on_hand`` may drop below ``reserved`` when the ERP says so: that shows as nothing available.
+inventory_positions = Table(
+    "inventory_positions",
+    metadata,
+    Column("location_id", String(16), primary_key=True),
+    Column("sku", String(64), primary_key=True),
+    Column("on_hand", Integer, nullable=False),
+    Column("reserved", Integer, nullable=False, server_default=text("0")),
+    Column("safety_stock", Integer, nullable=False, server_default=text("0")),
+    Column("erp_updated_at", UtcDateTime()),
+    Column("updated_at", UtcDateTime(), nullable=False),
+    CheckConstraint("reserved >= 0", name="reserved_not_negative"),
+    Index(None, "sku"),
+)
+
+# Small named values the ledger keeps between runs, e.g. the ERP change feed's cursor.
+ledger_state = Table(
+    "ledger_state",
+    metadata,
+    Column("name", String(32), primary_key=True),
+    Column("value", String(200), nullable=False),
 )
 
 

@@ -13,8 +13,9 @@ from dataclasses import dataclass
 
 from aiodataloader import DataLoader
 
-from adapters.ports import LoyaltyAccount, Price, Product, StockLevel
+from adapters.ports import LoyaltyAccount, Price, Product
 from gateway.backends import Backends
+from gateway.ledger import InventoryLedger, Position
 
 PriceKey = tuple[str, str | None]
 """(SKU, store id or None for the base price zone)."""
@@ -25,12 +26,12 @@ class Loaders:
     product_by_code: DataLoader[str, Product | None]
     product_by_sku: DataLoader[str, Product | None]
     price_by_sku: DataLoader[PriceKey, Price | None]
-    stock_by_sku: DataLoader[str, Sequence[StockLevel]]
+    position_by_sku: DataLoader[str, Sequence[Position]]
     account_by_customer: DataLoader[str, LoyaltyAccount | None]
     account_by_card: DataLoader[str, LoyaltyAccount | None]
 
 
-def build_loaders(backends: Backends) -> Loaders:
+def build_loaders(backends: Backends, ledger: InventoryLedger) -> Loaders:
     async def product_by_code(codes: Sequence[str]) -> list[Product | None]:
         found = await backends.catalogue.products(codes)
         return [found.get(code) for code in codes]
@@ -50,8 +51,8 @@ def build_loaders(backends: Backends) -> Loaders:
         found = dict(zip(stores, answers, strict=True))
         return [found[store].get(sku) for sku, store in keys]
 
-    async def stock_by_sku(skus: Sequence[str]) -> list[Sequence[StockLevel]]:
-        found = await backends.inventory.stock_levels(skus)
+    async def position_by_sku(skus: Sequence[str]) -> list[Sequence[Position]]:
+        found = await ledger.positions(skus)
         return [found.get(sku, ()) for sku in skus]
 
     async def account_by_customer(ids: Sequence[str]) -> list[LoyaltyAccount | None]:
@@ -66,7 +67,7 @@ def build_loaders(backends: Backends) -> Loaders:
         product_by_code=DataLoader(product_by_code),
         product_by_sku=DataLoader(product_by_sku),
         price_by_sku=DataLoader(price_by_sku),
-        stock_by_sku=DataLoader(stock_by_sku),
+        position_by_sku=DataLoader(position_by_sku),
         account_by_customer=DataLoader(account_by_customer),
         account_by_card=DataLoader(account_by_card),
     )

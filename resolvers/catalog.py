@@ -17,11 +17,11 @@ from adapters.ports import (
     Price,
     Product,
     ProductFilter,
-    StockLevel,
     Variant,
 )
 from gateway.availability import (
     Candidate,
+    Holding,
     LocationStock,
     stock_at_locations,
     total_available,
@@ -180,7 +180,7 @@ class VariantType(relay.Node):
         store_ids: list[strawberry.ID] | None = None,
         first: int = 10,
     ) -> list[StoreStockType]:
-        levels = info.context.loaders.stock_by_sku.load(self.sku)
+        levels = info.context.loaders.position_by_sku.load(self.sku)
         point = None if near is None else near.to_domain()
         radius, count = check_radius(radius_km), check_first(first)
         known = None if store_ids else _known_candidates(info, point, radius)
@@ -198,18 +198,18 @@ class VariantType(relay.Node):
         store_ids: list[strawberry.ID] | None,
         first: int,
     ) -> list[StoreStockType]:
-        levels = await info.context.loaders.stock_by_sku.load(self.sku)
+        levels = await info.context.loaders.position_by_sku.load(self.sku)
         return self._stock(levels, await _candidates(info, near, radius_km, store_ids), first)
 
     def _stock(
-        self, levels: Sequence[StockLevel], candidates: Sequence[Candidate], first: int
+        self, levels: Sequence[Holding], candidates: Sequence[Candidate], first: int
     ) -> list[StoreStockType]:
         found = stock_at_locations(levels, candidates, self.domain.ranged_at, first)
         return [StoreStockType.from_domain(stock) for stock in found]
 
     @strawberry.field(description="Units available to promise over every ranged location.")
     def total_available(self, info: Info) -> int:
-        levels = info.context.loaders.stock_by_sku.load(self.sku)
+        levels = info.context.loaders.position_by_sku.load(self.sku)
         return now_or_later(levels, lambda found: total_available(found, self.domain.ranged_at))
 
     @classmethod

@@ -11,6 +11,7 @@ from adapters.ports import LoyaltyAccount, LoyaltyEntry, Money
 from gateway.context import Info
 from resolvers.common import MoneyType, check_first, user_error
 from resolvers.offers import PersonalOfferType
+from resolvers.orders import OrderType, customer_orders
 
 LOOKUP_SCOPE = "customer:lookup"
 
@@ -55,6 +56,10 @@ class Loyalty:
 class Customer:
     id: str
     loyalty: Loyalty
+
+    @strawberry.field(description="Newest first.")
+    async def orders(self, info: Info, first: int = 20) -> list[OrderType]:
+        return await customer_orders(info, self.id, first)
 
     @strawberry.field(description="Personal offers valid now, oldest first.")
     async def personal_offers(self, info: Info) -> list[PersonalOfferType]:

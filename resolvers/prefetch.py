@@ -44,7 +44,7 @@ async def prefetch_page(info: Info, products: Sequence[Product]) -> None:
     loaders = info.context.loaders
     waits: list[Awaitable[object]] = []
     if "availability" in fields or "totalAvailable" in fields:
-        waits.append(loaders.stock_by_sku.load_many(skus))
+        waits.append(loaders.position_by_sku.load_many(skus))
     if any(field.arguments.get("storeId") is None for field in fields.get("price", [])):
         waits.append(loaders.price_by_sku.load_many([(sku, None) for sku in skus]))
     if waits:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import time
 from collections.abc import Iterator
 
@@ -21,16 +22,17 @@ from resolvers.catalog import CatalogQuery
 from resolvers.customers import CustomerQuery
 from resolvers.errors import PublicErrors
 from resolvers.offers import OfferMutation
+from resolvers.orders import OrderMutation, OrderQuery
 from resolvers.stores import StoreQuery
 
 
 @strawberry.type
-class Query(CatalogQuery, StoreQuery, CustomerQuery, CartQuery):
+class Query(CatalogQuery, StoreQuery, CustomerQuery, CartQuery, OrderQuery):
     node: relay.Node | None = relay.node(description="Any Product, Variant or Store by its id.")
 
 
 @strawberry.type
-class Mutation(OfferMutation):
+class Mutation(OfferMutation, OrderMutation):
     pass
 
 
@@ -52,6 +54,7 @@ class OperationMetrics(SchemaExtension):
         )
 
 
+@functools.cache  # strawberry's relay node field can be bound to one schema only
 def build_schema() -> strawberry.Schema:
     return strawberry.Schema(
         query=Query,

@@ -2,15 +2,26 @@
 
 from __future__ import annotations
 
+import datetime
 import enum
 from collections.abc import Iterable
+from typing import Annotated
 
 import strawberry
 from strawberry import relay
 
-from adapters.ports import Location, OpeningHours
+from adapters.ports import Location, Money, OpeningHours
 from gateway.context import Info
-from resolvers.common import GeoPointInput, GeoPointType, check_first, check_radius
+from resolvers.common import (
+    GeoPointInput,
+    GeoPointType,
+    MoneyType,
+    check_first,
+    check_radius,
+    user_error,
+)
+
+SALES_SCOPE = "sales:read"
 
 
 @strawberry.enum(name="LocationKind")
@@ -85,6 +96,28 @@ class StoreType(relay.Node):
     def opening_hours(self) -> list[OpeningHoursType]:
         return [OpeningHoursType.from_domain(hours) for hours in self.domain.opening_hours]
 
+    @strawberry.field(
+        description="Orders credited to this store (placed at its till, picked up there, or "
+        "delivered nearest to it) in [from, to), less refunds; needs the sales:read scope."
+    )
+    async def attributed_sales(
+        self,
+        info: Info,
+        from_: Annotated[datetime.datetime, strawberry.argument(name="from")],
+        to: datetime.datetime,
+    ) -> AttributedSales:
+        if not info.context.channel.allows(SALES_SCOPE):
+            raise user_error("this channel may not read sales figures", code="FORBIDDEN")
+        if from_.tzinfo is None or to.tzinfo is None or from_ >= to:
+            raise user_error("from and to need a time zone, and from must come before to")
+        reader = info.context.runtime.orders.reader
+        found = await reader.attributed_sales([self.code], from_, to)
+        count, amount, currency = found[self.code]
+        shop = info.context.runtime.point_value.currency
+        return AttributedSales(
+            orders=count, total=MoneyType.from_domain(Money(amount, currency or shop))
+        )
+
     @classmethod
     async def resolve_nodes(  # type: ignore[override]
         cls, *, info: Info, node_ids: Iterable[str], required: bool = False
@@ -92,6 +125,12 @@ class StoreType(relay.Node):
         directory = await info.context.runtime.locations.by_id()
         found = [directory.get(code) for code in node_ids]
         return [None if loc is None else cls.from_domain(loc) for loc in found]
+
+
+@strawberry.type
+class AttributedSales:
+    orders: int
+    total: MoneyType
 
 
 @strawberry.type

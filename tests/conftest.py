@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import pytest
 
@@ -17,31 +17,49 @@ def truth() -> DemoEstate:
     return generate(42, "tiny")
 
 
-@pytest.fixture(scope="session")
-def pg_database() -> Iterator[str]:
-    """A fresh PostgreSQL database for this test session, dropped afterwards.
-    Yields its asyncpg SQLAlchemy URL."""
+def _admin(statement: str) -> None:
     import asyncpg
 
-    name = f"cg_test_{uuid.uuid4().hex[:10]}"
-
-    async def admin(statement: str) -> None:
+    async def run() -> None:
         connection = await asyncpg.connect(POSTGRES_ADMIN_URL, timeout=5)
         try:
             await connection.execute(statement)
         finally:
             await connection.close()
 
-    try:
-        asyncio.run(admin(f'CREATE DATABASE "{name}"'))
-    except (OSError, asyncpg.PostgresError) as exc:
-        missing_service(
-            f"PostgreSQL ({exc.__class__.__name__})",
-            "pg_ctlcluster --skip-systemctl-redirect $(ls /etc/postgresql) main start",
-        )
+    asyncio.run(run())
+
+
+@pytest.fixture(scope="session")
+def pg_databases() -> Iterator[Callable[[], str]]:
+    """Makes fresh PostgreSQL databases (all dropped at the end of the session); each call
+    returns a new one's asyncpg SQLAlchemy URL."""
+    import asyncpg
+
+    made: list[str] = []
     base = POSTGRES_ADMIN_URL.rsplit("/", 1)[0].replace("postgresql://", "postgresql+asyncpg://")
-    yield f"{base}/{name}"
-    asyncio.run(admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+
+    def make() -> str:
+        name = f"cg_test_{uuid.uuid4().hex[:10]}"
+        try:
+            _admin(f'CREATE DATABASE "{name}"')
+        except (OSError, asyncpg.PostgresError) as exc:
+            missing_service(
+                f"PostgreSQL ({exc.__class__.__name__})",
+                "pg_ctlcluster --skip-systemctl-redirect $(ls /etc/postgresql) main start",
+            )
+        made.append(name)
+        return f"{base}/{name}"
+
+    yield make
+    for name in made:
+        _admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.fixture(scope="session")
+def pg_database(pg_databases: Callable[[], str]) -> str:
+    """A fresh PostgreSQL database for this test session (its asyncpg SQLAlchemy URL)."""
+    return pg_databases()
 
 
 @pytest.fixture(scope="session")

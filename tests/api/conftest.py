@@ -1,6 +1,6 @@
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import pytest
 
@@ -9,10 +9,10 @@ from tests.support import ServedGateway, reset_estate, serve_gateway
 
 
 @pytest.fixture(scope="session")
-def gateway(estate: RunningEstate, pg_database: str) -> Iterator[ServedGateway]:
-    """The gateway over real HTTP, in front of the whole running tiny estate, with its own
-    database on PostgreSQL."""
-    served = serve_gateway(estate, pg_database)
+def gateway(estate: RunningEstate, pg_databases: Callable[[], str]) -> Iterator[ServedGateway]:
+    """The gateway over real HTTP, in front of the whole running tiny estate, with a database
+    of its own on PostgreSQL (no other test writes to it)."""
+    served = serve_gateway(estate, pg_databases())
     yield served
     served.stop()
 

@@ -359,7 +359,7 @@ async def test_a_known_key_and_a_valid_token_reach_the_app_as_channel_and_custom
     assert response.status_code == 200
     assert response.json() == {
         "channel": "csr",
-        "scopes": ["catalog:read", "customer:lookup", "offers:issue", "orders:write"],
+        "scopes": ["catalog:read", "customer:lookup", "offers:issue", "orders:write", "sales:read"],
         "customerId": "C0001",
     }
 

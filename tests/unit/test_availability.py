@@ -2,16 +2,16 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, time
+from datetime import time
 
 from hypothesis import given
 from hypothesis import strategies as st
 
-from adapters.ports import GeoPoint, Location, LocationKind, OpeningHours, StockLevel
+from adapters.ports import GeoPoint, Location, LocationKind, OpeningHours
 from gateway.availability import available_to_promise, stock_at_locations, total_available
 from gateway.geo import distance_km
+from gateway.ledger import Position
 
-AT = datetime(2026, 1, 1, tzinfo=UTC)
 HOURS = (OpeningHours(1, time(9), time(20)),)
 
 
@@ -19,8 +19,8 @@ def _location(code: str, kind: LocationKind = LocationKind.STORE) -> Location:
     return Location(code, code, kind, GeoPoint(48.1, 11.5), "80331", frozenset(), 100, HOURS)
 
 
-def _level(location: str, on_hand: int, sku: str = "100") -> StockLevel:
-    return StockLevel(sku, location, on_hand, AT)
+def _level(location: str, on_hand: int, reserved: int = 0, safety: int = 0) -> Position:
+    return Position("100", location, on_hand, reserved, safety)
 
 
 def test_a_location_that_does_not_range_the_sku_is_never_shown_even_with_stock() -> None:
@@ -32,7 +32,7 @@ def test_a_location_that_does_not_range_the_sku_is_never_shown_even_with_stock()
     assert [(s.location.id, s.available) for s in found] == [("0001", 5)]
 
 
-def test_a_ranged_location_without_an_erp_row_shows_zero() -> None:
+def test_a_ranged_location_without_a_position_shows_zero() -> None:
     found = stock_at_locations([], [(_location("0007"), 1.5)], {"0007"}, first=5)
 
     assert [(s.on_hand, s.available, s.distance_km) for s in found] == [(0, 0, 1.5)]
@@ -48,12 +48,7 @@ def test_the_candidates_order_is_kept_and_first_counts_only_ranged_locations() -
 
 def test_reservations_and_safety_stock_come_off_on_hand() -> None:
     found = stock_at_locations(
-        [_level("0001", 10)],
-        [(_location("0001"), None)],
-        {"0001"},
-        first=1,
-        reserved={"0001": 3},
-        safety_stock={"0001": 2},
+        [_level("0001", 10, reserved=3, safety=2)], [(_location("0001"), None)], {"0001"}, first=1
     )
 
     assert [(s.on_hand, s.reserved, s.available) for s in found] == [(10, 3, 5)]

@@ -61,8 +61,11 @@ def test_demo_config_names_the_six_demo_channels_with_their_scopes() -> None:
         "demo-web": ("web", {"catalog:read", "orders:write"}),
         "demo-mobile": ("mobile", {"catalog:read", "orders:write"}),
         "demo-kiosk": ("kiosk", {"catalog:read", "orders:write"}),
-        "demo-pos": ("pos", {"catalog:read", "customer:lookup", "orders:write"}),
-        "demo-csr": ("csr", {"catalog:read", "customer:lookup", "orders:write", "offers:issue"}),
+        "demo-pos": ("pos", {"catalog:read", "customer:lookup", "orders:write", "sales:read"}),
+        "demo-csr": (
+            "csr",
+            {"catalog:read", "customer:lookup", "orders:write", "offers:issue", "sales:read"},
+        ),
         "demo-partner": ("partner", {"catalog:read"}),
     }
 
@@ -81,7 +84,7 @@ def test_each_configured_key_identifies_its_channel() -> None:
     keys = ChannelKeys(demo_config().channels)
 
     assert keys.identify("demo-pos") == Channel(
-        "pos", frozenset({"catalog:read", "customer:lookup", "orders:write"})
+        "pos", frozenset({"catalog:read", "customer:lookup", "orders:write", "sales:read"})
     )
     assert keys.identify("demo-partner") == Channel("partner", frozenset({"catalog:read"}))
 

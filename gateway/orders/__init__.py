@@ -1,0 +1,1 @@
+"""Orders: placement (sourcing, reservation, idempotency), their life after, and the outbox."""

@@ -1,0 +1,181 @@
+"""What each outbox message does when delivered: hand an order to the OMS, move points.
+
+The handlers call the remote systems through their ports, outside any transaction, and return
+the local writes that go with a delivery (an order becoming SUBMITTED) for the outbox worker to
+apply in the transaction that marks the message delivered.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Mapping, Sequence
+from datetime import UTC, datetime
+from decimal import Decimal
+
+from sqlalchemy import Row, case, select, update
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+
+from adapters.ports import (
+    InsufficientPoints,
+    LoyaltyPort,
+    Money,
+    OmsReceipt,
+    OrderIntakePort,
+    OrderLineSubmission,
+    OrderSubmission,
+)
+from gateway.orders.outbox import (
+    Delivered,
+    Effect,
+    Handler,
+    MessageKind,
+    OutboxMessage,
+    PointsMovement,
+)
+from gateway.orders.store import OrderStatus
+from gateway.orders.tables import order_allocations, order_lines, orders
+from gateway.promotions.allocation import allocate, minor_unit
+
+log = logging.getLogger(__name__)
+
+Clock = Callable[[], datetime]
+
+
+def handlers(
+    orders: OrderIntakePort,
+    loyalty: LoyaltyPort,
+    clock: Clock = lambda: datetime.now(UTC),
+) -> Mapping[MessageKind, Handler]:
+    """A handler for every ``MessageKind``, over the OMS and the loyalty platform. ``clock``
+    stamps ``orders.updated_at`` when the OMS takes an order."""
+
+    async def submit(message: OutboxMessage, engine: AsyncEngine) -> Delivered:
+        return await submit_order(orders, clock, message, engine)
+
+    async def credit(message: OutboxMessage, engine: AsyncEngine) -> Delivered:
+        return await credit_points(loyalty, message)
+
+    async def debit(message: OutboxMessage, engine: AsyncEngine) -> Delivered:
+        return await reverse_points(loyalty, message)
+
+    return {
+        MessageKind.OMS_SUBMIT: submit,
+        MessageKind.LOYALTY_EARN: credit,
+        MessageKind.LOYALTY_REFUND: credit,
+        MessageKind.LOYALTY_REVERSE: debit,
+    }
+
+
+# --------------------------------------------------------------------------- the OMS
+
+
+async def submit_order(
+    intake: OrderIntakePort, clock: Clock, message: OutboxMessage, engine: AsyncEngine
+) -> Delivered:
+    """Hand the message's order to the OMS. Its effect records the OMS number and moves an
+    ACCEPTED order to SUBMITTED; an order cancelled meanwhile stays CANCELLED but still gets the
+    number, so that the cancellation can name it to the OMS."""
+    async with engine.connect() as connection:
+        submission = await load_submission(connection, message.order_id)
+    receipt = await intake.submit(submission)
+    return Delivered(effect=_receipt_recorder(message.order_id, receipt, clock))
+
+
+def _receipt_recorder(order_id: str, receipt: OmsReceipt, clock: Clock) -> Effect:
+    async def record(connection: AsyncConnection) -> None:
+        accepted, submitted = OrderStatus.ACCEPTED.value, OrderStatus.SUBMITTED.value
+        status = case((orders.c.status == accepted, submitted), else_=orders.c.status)
+        await connection.execute(
+            update(orders)
+            .where(orders.c.id == order_id)
+            .values(status=status, oms_order_number=receipt.oms_order_number, updated_at=clock())
+        )
+
+    return record
+
+
+async def load_submission(connection: AsyncConnection, order_id: str) -> OrderSubmission:
+    """The stored order as the OMS is to receive it: one submission line per allocation (line
+    order, then location), each with its share of the line's total. Raises LookupError for an
+    unknown order and ValueError for one whose allocations do not cover its lines."""
+    order = (await connection.execute(select(orders).where(orders.c.id == order_id))).first()
+    if order is None:
+        raise LookupError(f"no order {order_id}")
+    lines = await connection.execute(
+        select(order_lines).where(order_lines.c.order_id == order_id).order_by("line_no")
+    )
+    allocations = await connection.execute(
+        select(order_allocations)
+        .where(order_allocations.c.order_id == order_id)
+        .order_by("location_id")
+    )
+    by_sku: dict[str, list[Row[tuple[object, ...]]]] = {}
+    for allocation in allocations:
+        by_sku.setdefault(allocation.sku, []).append(allocation)
+    currency: str = order.currency
+    submitted = [
+        part for line in lines for part in _split_line(line, by_sku.get(line.sku, []), currency)
+    ]
+    return OrderSubmission(
+        order_id=order_id,
+        channel=order.channel,
+        customer_id=order.customer_id,
+        fulfillment=order.fulfillment,
+        lines=tuple(submitted),
+        total=Money(order.total, currency),
+        placed_at=order.placed_at,
+        destination_postal_code=(order.destination or {}).get("postal_code"),
+    )
+
+
+def _split_line(
+    line: Row[tuple[object, ...]], allocations: Sequence[Row[tuple[object, ...]]], currency: str
+) -> list[OrderLineSubmission]:
+    """One order line as one submission line per allocation. The line's total is split over
+    them by quantity, exactly to the minor unit (largest remainder), so the parts add up."""
+    quantities = [int(allocation.quantity) for allocation in allocations]
+    if sum(quantities) != line.quantity:
+        raise ValueError(
+            f"order {line.order_id}: {line.sku} has {sum(quantities)} units allocated"
+            f" of {line.quantity} ordered"
+        )
+    shares = allocate(line.line_total, [Decimal(q) for q in quantities], minor_unit(currency))
+    unit_price = Money(line.unit_price, currency)
+    return [
+        OrderLineSubmission(
+            sku=line.sku,
+            quantity=quantity,
+            location_id=allocation.location_id,
+            unit_price=unit_price,
+            line_total=Money(share, currency),
+        )
+        for allocation, quantity, share in zip(allocations, quantities, shares, strict=True)
+    ]
+
+
+# --------------------------------------------------------------------------- loyalty
+
+
+async def credit_points(loyalty: LoyaltyPort, message: OutboxMessage) -> Delivered:
+    """Earn the movement's points (for points earned, or redeemed points given back)."""
+    movement = PointsMovement.from_payload(message.payload)
+    await loyalty.earn(movement.customer_id, movement.points, movement.request_id, movement.reason)
+    return Delivered()
+
+
+async def reverse_points(loyalty: LoyaltyPort, message: OutboxMessage) -> Delivered:
+    """Take back the movement's points. When the customer has spent them already there is
+    nothing more to do: the message counts as delivered, with a note and a warning."""
+    movement = PointsMovement.from_payload(message.payload)
+    try:
+        await loyalty.redeem(
+            movement.customer_id, movement.points, movement.request_id, movement.reason
+        )
+    except InsufficientPoints as exc:
+        note = (
+            f"not reversed: {movement.points} points asked back from {movement.customer_id},"
+            f" who holds {exc.balance}"
+        )
+        log.warning("order %s: %s (%s)", message.order_id, note, movement.request_id)
+        return Delivered(note=note)
+    return Delivered()

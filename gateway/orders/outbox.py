@@ -1,0 +1,363 @@
+"""The transactional outbox: what an order owes other systems, written with the order itself.
+
+An order and its messages to the OMS and the loyalty platform are inserted in one transaction
+(``enqueue``), so they commit or roll back together: there is never an order the OMS will not
+hear of, nor a message about an order that does not exist. ``OutboxWorker`` then delivers every
+message at least once, retrying with backoff while a system is down. The receivers are
+idempotent (the OMS by order id, the loyalty platform by request id), so a repeat is harmless;
+that is what makes "at least once" good enough.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import enum
+import logging
+import math
+import random
+import re
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+
+from sqlalchemy import RowMapping, func, insert, select, update
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+
+from adapters.ports import BackendError, BackendRejected
+from gateway.orders.tables import outbox
+
+log = logging.getLogger(__name__)
+
+MAX_ERROR_LENGTH = 500  # the size of outbox.last_error
+_CREDENTIALS = re.compile(r"(//[^/\s:@]+:)[^@\s/]+@")  # user:password@ in a URL
+
+
+class MessageKind(enum.Enum):
+    """What a message asks for. The value is what the ``outbox.kind`` column holds."""
+
+    OMS_SUBMIT = "OMS_SUBMIT"  # hand the order to the OMS; payload {} (the order is in its tables)
+    LOYALTY_EARN = "LOYALTY_EARN"  # credit the points the order earned (a PointsMovement)
+    LOYALTY_REFUND = "LOYALTY_REFUND"  # give back points the order redeemed (credited)
+    LOYALTY_REVERSE = "LOYALTY_REVERSE"  # take back points a returned item had earned (debited)
+
+
+Payload = Mapping[str, object]
+"""A message's payload as it is enqueued: JSON values (``PointsMovement.payload()`` for the
+loyalty kinds, ``{}`` for ``OMS_SUBMIT``)."""
+
+
+@dataclass(frozen=True, slots=True)
+class PointsMovement:
+    """The payload of every loyalty message. ``request_id`` is the platform's idempotency key:
+    it must be the same for every delivery of one message and unique across messages."""
+
+    customer_id: str
+    points: int
+    request_id: str
+    reason: str
+
+    def __post_init__(self) -> None:
+        if self.points < 1:
+            raise ValueError(f"points must be at least 1, not {self.points}")
+
+    def payload(self) -> dict[str, str | int]:
+        return {
+            "customer_id": self.customer_id,
+            "points": self.points,
+            "request_id": self.request_id,
+            "reason": self.reason,
+        }
+
+    @classmethod
+    def from_payload(cls, payload: Mapping[str, object]) -> PointsMovement:
+        """Read a stored payload back; raises ValueError when it is not a movement."""
+        customer_id, request_id, reason = (
+            payload.get(name) for name in ("customer_id", "request_id", "reason")
+        )
+        points = payload.get("points")
+        texts = (customer_id, request_id, reason)
+        if not all(isinstance(text, str) for text in texts) or type(points) is not int:
+            raise ValueError(f"not a points movement: {dict(payload)!r}")
+        return cls(str(customer_id), points, str(request_id), str(reason))
+
+
+@dataclass(frozen=True, slots=True)
+class NewMessage:
+    """A message to enqueue: ``kind`` about ``order_id``, with its payload."""
+
+    kind: MessageKind
+    order_id: str
+    payload: Payload = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class OutboxMessage:
+    """A message as a worker claimed it. ``attempts`` counts the failed deliveries before this
+    one; ``payload`` is the stored JSON, to be validated by its handler."""
+
+    id: int
+    kind: MessageKind
+    order_id: str
+    payload: Mapping[str, object]
+    attempts: int
+
+
+Effect = Callable[[AsyncConnection], Awaitable[None]]
+"""Local writes that go with a delivery, run in the transaction that marks it delivered."""
+
+
+@dataclass(frozen=True, slots=True)
+class Delivered:
+    """A handler's report that the remote system took the message. ``effect`` runs in the
+    transaction that marks the message delivered, and only when this worker is the one marking
+    it. ``note`` goes to ``last_error`` for an operator: a delivery that did less than asked."""
+
+    effect: Effect | None = None
+    note: str | None = None
+
+
+Handler = Callable[[OutboxMessage, AsyncEngine], Awaitable[Delivered]]
+"""Delivers one message. It may read what it needs through the engine in short connections of
+its own, must call the remote system with no transaction open, and leaves its local writes to
+the returned ``Delivered.effect``. Raising means "not delivered, try again later"."""
+
+
+async def enqueue(
+    connection: AsyncConnection,
+    kind: MessageKind,
+    order_id: str,
+    payload: Payload,
+    now: datetime,
+) -> None:
+    """Add one message, due at ``now``, in the caller's transaction (with the order it is
+    about, so that both commit or neither does)."""
+    await enqueue_many(connection, [NewMessage(kind, order_id, payload)], now)
+
+
+async def enqueue_many(
+    connection: AsyncConnection, messages: Iterable[NewMessage], now: datetime
+) -> None:
+    """``enqueue`` for several messages at once; delivered in the order given."""
+    rows = [
+        {
+            "kind": message.kind.value,
+            "order_id": message.order_id,
+            "payload": dict(message.payload),
+            "attempts": 0,
+            "next_attempt_at": now,
+            "created_at": now,
+        }
+        for message in messages
+    ]
+    if rows:
+        await connection.execute(insert(outbox), rows)
+
+
+@dataclass(frozen=True, slots=True)
+class Backoff:
+    """How long a message waits after failing: ``first``, then ``factor`` times longer after
+    each further failure, never more than ``most``; plus up to ``jitter`` of that (a fraction)
+    so that messages which failed together do not all come back together."""
+
+    first: timedelta = timedelta(seconds=0.5)
+    factor: float = 2.0
+    most: timedelta = timedelta(seconds=60)
+    jitter: float = 0.1
+
+    def __post_init__(self) -> None:
+        if not timedelta(0) < self.first <= self.most:
+            raise ValueError("need 0 < first <= most")
+        if self.factor < 1 or not 0 <= self.jitter <= 1:
+            raise ValueError("need factor >= 1 and jitter between 0 and 1")
+
+    def delay(self, attempts: int, spread: float = 0.0) -> timedelta:
+        """The wait after the ``attempts``-th failure (1 for the first). ``spread`` is a sample
+        in [0, 1) chosen by the caller, so the schedule itself stays deterministic."""
+        steps = max(attempts - 1, 0)
+        if self.factor > 1:  # past this many steps the cap applies anyway (and powers overflow)
+            steps = min(steps, math.ceil(math.log(self.most / self.first, self.factor)))
+        return self.capped(self.first * self.factor**steps, spread)
+
+    def capped(self, wait: timedelta, spread: float = 0.0) -> timedelta:
+        """``wait``, at most ``most``, plus its share of jitter."""
+        bounded = min(wait, self.most)
+        return bounded + bounded * (self.jitter * min(max(spread, 0.0), 1.0))
+
+
+class OutboxWorker:
+    """Delivers due outbox messages through ``handlers``, at least once each.
+
+    A round (``run_once``) first claims up to ``batch`` due messages in one short transaction:
+    it selects them in id order and moves their ``next_attempt_at`` a ``lease`` ahead, so no
+    other worker takes them while this one delivers. On PostgreSQL the select skips rows another
+    worker has locked (``FOR UPDATE SKIP LOCKED``), so workers in several gateway processes never
+    claim the same row; on SQLite the write lock each transaction takes does the same. A worker
+    that dies after claiming leaves its lease to run out, and then another delivers the message.
+
+    Then it delivers the claimed messages concurrently (``concurrency`` at a time), with no
+    transaction open while a remote system is called. A handler that takes longer than the lease
+    is given up on (the message may be claimed again by then). A success marks the message
+    delivered (only if nobody else did yet) and applies the handler's effect in one transaction.
+
+    A failure counts an attempt, keeps the error in ``last_error`` and schedules the next attempt
+    by ``backoff``. A ``BackendRejected`` means the system refused the message and will refuse it
+    the same way again: it is logged as an error for an operator to look at and retried at the
+    longest interval, never dropped. Only messages whose kind has a handler are claimed, so a
+    worker leaves other kinds to workers that know them.
+
+    ``clock`` says what "now" is for claims, leases, retries and deliveries (UTC-aware);
+    ``spread`` draws the jitter sample in [0, 1) for each retry.
+    """
+
+    def __init__(
+        self,
+        engine: AsyncEngine,
+        handlers: Mapping[MessageKind, Handler],
+        *,
+        clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+        batch: int = 50,
+        lease: timedelta = timedelta(seconds=30),
+        idle_interval: timedelta = timedelta(seconds=0.25),
+        backoff: Backoff = Backoff(),
+        concurrency: int = 16,
+        spread: Callable[[], float] = random.random,
+    ) -> None:
+        if batch < 1 or concurrency < 1 or lease <= timedelta(0):
+            raise ValueError("batch and concurrency must be at least 1, lease positive")
+        self._engine = engine
+        self._handlers = dict(handlers)
+        self._clock = clock
+        self._batch = batch
+        self._lease = lease
+        self._idle_interval = idle_interval
+        self._backoff = backoff
+        self._concurrency = concurrency
+        self._spread = spread
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Deliver rounds until ``stop`` is set, pausing ``idle_interval`` after a round that
+        delivered nothing. Nothing stops it but ``stop`` or cancellation: a failing round (the
+        database unreachable, say) is logged and the next one tries again."""
+        while not stop.is_set():
+            try:
+                delivered = await self.run_once()
+            except Exception:  # the loop must outlive any one round; the next round retries
+                log.exception("outbox: a delivery round failed; trying again")
+                delivered = 0
+            if delivered == 0:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(stop.wait(), self._idle_interval.total_seconds())
+
+    async def run_once(self) -> int:
+        """Claim the due messages and deliver them; returns how many this round delivered."""
+        return await self.deliver(await self.claim())
+
+    async def claim(self) -> list[OutboxMessage]:
+        """Take up to ``batch`` due messages for one lease, oldest first (see the class)."""
+        now = self._clock()
+        query = (
+            select(
+                outbox.c.id, outbox.c.kind, outbox.c.order_id, outbox.c.payload, outbox.c.attempts
+            )
+            .where(outbox.c.delivered_at.is_(None), outbox.c.next_attempt_at <= now)
+            .where(outbox.c.kind.in_([kind.value for kind in self._handlers]))
+            .order_by(outbox.c.id)
+            .limit(self._batch)
+        )
+        async with self._engine.begin() as connection:
+            if connection.dialect.name == "postgresql":
+                query = query.with_for_update(skip_locked=True)
+            rows = (await connection.execute(query)).mappings().all()
+            if rows:
+                claimed = outbox.c.id.in_([row["id"] for row in rows])
+                lease = update(outbox).where(claimed).values(next_attempt_at=now + self._lease)
+                await connection.execute(lease)
+        return [_message(row) for row in rows]
+
+    async def deliver(self, messages: Sequence[OutboxMessage]) -> int:
+        """Deliver claimed ``messages`` concurrently; returns how many were marked delivered."""
+        slots = asyncio.Semaphore(self._concurrency)
+
+        async def one(message: OutboxMessage) -> bool:
+            async with slots:
+                return await self._deliver(message)
+
+        outcomes = await asyncio.gather(*(one(m) for m in messages), return_exceptions=True)
+        for message, outcome in zip(messages, outcomes, strict=True):
+            if isinstance(outcome, Exception):  # the database failed; the lease will run out
+                log.error("outbox: message %d: outcome not recorded", message.id, exc_info=outcome)
+            elif isinstance(outcome, BaseException):
+                raise outcome
+        return sum(1 for outcome in outcomes if outcome is True)
+
+    async def pending(self) -> int:
+        """How many messages are not delivered yet (due or not)."""
+        query = select(func.count()).select_from(outbox).where(outbox.c.delivered_at.is_(None))
+        async with self._engine.connect() as connection:
+            count: int = (await connection.execute(query)).scalar_one()
+        return count
+
+    async def _deliver(self, message: OutboxMessage) -> bool:
+        try:
+            async with asyncio.timeout(self._lease.total_seconds()):
+                delivered = await self._handlers[message.kind](message, self._engine)
+            return await self._finish(message, delivered)
+        except Exception as exc:  # whatever failed, the message stays and is retried later
+            await self._fail(message, exc)
+            return False
+
+    async def _finish(self, message: OutboxMessage, delivered: Delivered) -> bool:
+        values: dict[str, object] = {"delivered_at": self._clock()}
+        if delivered.note is not None:
+            values["last_error"] = _clipped(delivered.note)
+        mine = outbox.c.id == message.id, outbox.c.delivered_at.is_(None)
+        async with self._engine.begin() as connection:
+            marked = await connection.execute(update(outbox).where(*mine).values(**values))
+            if marked.rowcount != 1:
+                return False  # another worker delivered it after our lease ran out
+            if delivered.effect is not None:
+                await delivered.effect(connection)
+        return True
+
+    async def _fail(self, message: OutboxMessage, error: Exception) -> None:
+        attempts = message.attempts + 1
+        wait = self._wait_after(message, error, attempts)
+        values = {
+            "attempts": outbox.c.attempts + 1,
+            "last_error": _clipped(f"{error.__class__.__name__}: {error}"),
+            "next_attempt_at": self._clock() + wait,
+        }
+        mine = outbox.c.id == message.id, outbox.c.delivered_at.is_(None)
+        async with self._engine.begin() as connection:
+            await connection.execute(update(outbox).where(*mine).values(**values))
+
+    def _wait_after(self, message: OutboxMessage, error: Exception, attempts: int) -> timedelta:
+        """Log the failure as it deserves and say how long the message waits."""
+        where = f"outbox: {message.kind.value} message {message.id} (order {message.order_id})"
+        spread = self._spread()
+        if isinstance(error, BackendRejected):
+            log.error("%s refused, attempt %d; needs a look: %s", where, attempts, error)
+            return self._backoff.capped(self._backoff.most, spread)
+        if isinstance(error, BackendError):
+            log.warning("%s failed, attempt %d: %s", where, attempts, error)
+        elif isinstance(error, TimeoutError):
+            log.warning("%s outlived its lease, attempt %d", where, attempts)
+        else:
+            log.error("%s failed unexpectedly, attempt %d", where, attempts, exc_info=error)
+        return self._backoff.delay(attempts, spread)
+
+
+def _message(row: RowMapping) -> OutboxMessage:
+    return OutboxMessage(
+        id=row["id"],
+        kind=MessageKind(row["kind"]),
+        order_id=row["order_id"],
+        payload=row["payload"],
+        attempts=row["attempts"],
+    )
+
+
+def _clipped(text: str) -> str:
+    """``text`` fit for ``last_error``: credentials in URLs masked, at most its length."""
+    return _CREDENTIALS.sub(r"\1***@", text)[:MAX_ERROR_LENGTH]

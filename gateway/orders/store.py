@@ -1,0 +1,459 @@
+"""Orders in the gateway's database: writing one, reading them back, idempotency keys.
+
+Everything here runs either in the caller's transaction (``insert``, the idempotency key's
+completion) or in its own short one; none of it calls a remote system.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections import defaultdict
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from decimal import Decimal
+from typing import Any
+
+from sqlalchemy import Row, delete, func, insert, select, update
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+
+from adapters.ports import Money
+from gateway.orders.tables import idempotency_keys, order_allocations, order_lines, orders
+from gateway.promotions import PricedBasket
+from gateway.promotions.allocation import allocate
+from gateway.sourcing import Allocation
+
+ONE = Decimal(1)
+
+
+class OrderStatus(enum.Enum):
+    ACCEPTED = "ACCEPTED"  # committed here, on its way to the OMS
+    SUBMITTED = "SUBMITTED"  # the OMS confirmed it (``oms_order_number``)
+    CANCELLED = "CANCELLED"
+
+
+@dataclass(frozen=True, slots=True)
+class Destination:
+    lat: float
+    lon: float
+    postal_code: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class NewOrder:
+    """What placement writes: the priced basket and where each unit comes from."""
+
+    id: str
+    channel: str
+    customer_id: str | None
+    fulfillment: str
+    store_id: str | None
+    attributed_store_id: str | None
+    destination: Destination | None
+    priced: PricedBasket
+    allocations: tuple[Allocation, ...]
+    coupon_codes: tuple[str, ...]
+    placed_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class OrderLine:
+    sku: str
+    quantity: int
+    unit_price: Money
+    subtotal: Money
+    line_total: Money
+    points_earned: int
+    returned_quantity: int
+    refunded: Money
+    points_reversed: int
+
+
+@dataclass(frozen=True, slots=True)
+class OrderAllocation:
+    sku: str
+    location_id: str
+    quantity: int
+    released: int
+
+
+@dataclass(frozen=True, slots=True)
+class OrderPromotion:
+    id: str
+    title: str
+    explanation: str
+    discount: Money
+
+
+@dataclass(frozen=True, slots=True)
+class Order:
+    id: str
+    channel: str
+    customer_id: str | None
+    fulfillment: str
+    store_id: str | None
+    attributed_store_id: str | None
+    destination: Destination | None
+    status: OrderStatus
+    subtotal: Money
+    discount_total: Money
+    total: Money
+    points_redeemed: int
+    points_value: Money
+    amount_due: Money
+    points_earned: int
+    coupon_codes: tuple[str, ...]
+    promotions: tuple[OrderPromotion, ...]
+    oms_order_number: str | None
+    placed_at: datetime
+    updated_at: datetime
+    lines: tuple[OrderLine, ...]
+    allocations: tuple[OrderAllocation, ...]
+
+
+def line_points(priced: PricedBasket) -> list[int]:
+    """The basket's points split over its lines by what each line costs, exactly (largest
+    remainder): the base for reversing points in proportion when lines come back."""
+    weights = [line.line_total.amount for line in priced.lines]
+    return [int(share) for share in allocate(Decimal(priced.points_to_earn), weights, ONE)]
+
+
+async def insert_order(connection: AsyncConnection, order: NewOrder) -> None:
+    """Write the order, its lines and allocations in the caller's transaction."""
+    priced = order.priced
+    destination = order.destination
+    await connection.execute(
+        insert(orders).values(
+            id=order.id,
+            channel=order.channel,
+            customer_id=order.customer_id,
+            fulfillment=order.fulfillment,
+            store_id=order.store_id,
+            attributed_store_id=order.attributed_store_id,
+            destination=None
+            if destination is None
+            else {
+                "lat": destination.lat,
+                "lon": destination.lon,
+                "postal_code": destination.postal_code,
+            },
+            status=OrderStatus.ACCEPTED.value,
+            currency=priced.currency,
+            subtotal=priced.subtotal.amount,
+            discount_total=priced.discount_total.amount,
+            total=priced.total.amount,
+            points_redeemed=priced.points_redeemed,
+            points_value=priced.points_value.amount,
+            amount_due=priced.amount_due.amount,
+            points_earned=priced.points_to_earn,
+            coupon_codes=list(order.coupon_codes),
+            promotions=[
+                {
+                    "id": applied.id,
+                    "title": applied.title,
+                    "explanation": applied.explanation,
+                    "discount": str(applied.discount.amount),
+                }
+                for applied in priced.applied_promotions
+            ],
+            placed_at=order.placed_at,
+            updated_at=order.placed_at,
+        )
+    )
+    points = line_points(priced)
+    await connection.execute(
+        insert(order_lines),
+        [
+            {
+                "order_id": order.id,
+                "line_no": number,
+                "sku": line.sku,
+                "quantity": line.quantity,
+                "unit_price": line.unit_price.amount,
+                "subtotal": line.subtotal.amount,
+                "line_total": line.line_total.amount,
+                "points_earned": points[number],
+            }
+            for number, line in enumerate(priced.lines)
+        ],
+    )
+    await connection.execute(
+        insert(order_allocations),
+        [
+            {
+                "order_id": order.id,
+                "location_id": allocation.location_id,
+                "sku": allocation.sku,
+                "quantity": allocation.quantity,
+            }
+            for allocation in order.allocations
+        ],
+    )
+
+
+def _destination_json(destination: Destination) -> dict[str, object]:
+    return {"lat": destination.lat, "lon": destination.lon, "postal_code": destination.postal_code}
+
+
+async def load_orders(
+    connection: AsyncConnection, order_ids: Sequence[str], *, for_update: bool = False
+) -> dict[str, Order]:
+    """The orders with these ids (absent when unknown), in three queries."""
+    if not order_ids:
+        return {}
+    query = select(orders).where(orders.c.id.in_(order_ids))
+    if for_update and connection.dialect.name == "postgresql":
+        query = query.with_for_update()
+    heads = (await connection.execute(query)).all()
+    if not heads:
+        return {}
+    found = [head.id for head in heads]
+    lines: dict[str, list[OrderLine]] = defaultdict(list)
+    line_rows = await connection.execute(
+        select(order_lines)
+        .where(order_lines.c.order_id.in_(found))
+        .order_by(order_lines.c.order_id, order_lines.c.line_no)
+    )
+    currency = {head.id: head.currency for head in heads}
+    for row in line_rows:
+        lines[row.order_id].append(_line(row, currency[row.order_id]))
+    allocations: dict[str, list[OrderAllocation]] = defaultdict(list)
+    allocation_rows = await connection.execute(
+        select(order_allocations)
+        .where(order_allocations.c.order_id.in_(found))
+        .order_by(order_allocations.c.location_id, order_allocations.c.sku)
+    )
+    for row in allocation_rows:
+        allocations[row.order_id].append(
+            OrderAllocation(row.sku, row.location_id, row.quantity, row.released)
+        )
+    return {head.id: _order(head, lines[head.id], allocations[head.id]) for head in heads}
+
+
+class OrderReader:
+    """Orders as the graph reads them, each in its own short connection."""
+
+    def __init__(self, engine: AsyncEngine) -> None:
+        self._engine = engine
+
+    async def by_ids(self, order_ids: Sequence[str]) -> dict[str, Order]:
+        async with self._engine.connect() as connection:
+            return await load_orders(connection, order_ids)
+
+    async def for_customer(self, customer_id: str, first: int) -> list[Order]:
+        """The customer's newest ``first`` orders, newest first."""
+        query = (
+            select(orders.c.id)
+            .where(orders.c.customer_id == customer_id)
+            .order_by(orders.c.placed_at.desc(), orders.c.id.desc())
+            .limit(first)
+        )
+        async with self._engine.connect() as connection:
+            ids = list((await connection.execute(query)).scalars())
+            found = await load_orders(connection, ids)
+        return [found[order_id] for order_id in ids]
+
+    async def shipments_since(self, start: datetime) -> dict[str, int]:
+        """Per location: the orders it has been allocated since ``start`` (not cancelled)."""
+        query = (
+            select(
+                order_allocations.c.location_id, func.count(order_allocations.c.order_id.distinct())
+            )
+            .join(orders, orders.c.id == order_allocations.c.order_id)
+            .where(orders.c.placed_at >= start, orders.c.status != OrderStatus.CANCELLED.value)
+            .group_by(order_allocations.c.location_id)
+        )
+        async with self._engine.connect() as connection:
+            rows = await connection.execute(query)
+            return {location: count for location, count in rows}  # noqa: C416
+
+    async def attributed_sales(
+        self, store_ids: Sequence[str], start: datetime, end: datetime
+    ) -> dict[str, tuple[int, Decimal, str | None]]:
+        """Per store: the orders credited to it placed in [start, end) and not cancelled —
+        how many, and their total after promotions less what was refunded for returns."""
+        refunded = (
+            select(
+                order_lines.c.order_id.label("order_id"),
+                func.sum(order_lines.c.refunded).label("refunded"),
+            )
+            .group_by(order_lines.c.order_id)
+            .subquery()
+        )
+        query = (
+            select(
+                orders.c.attributed_store_id,
+                orders.c.currency,
+                orders.c.id,
+                orders.c.total,
+                refunded.c.refunded,
+            )
+            .join(refunded, refunded.c.order_id == orders.c.id)
+            .where(
+                orders.c.attributed_store_id.in_(store_ids),
+                orders.c.placed_at >= start,
+                orders.c.placed_at < end,
+                orders.c.status != OrderStatus.CANCELLED.value,
+            )
+        )
+        totals: dict[str, tuple[int, Decimal, str | None]] = {
+            store: (0, Decimal(0), None) for store in store_ids
+        }
+        async with self._engine.connect() as connection:
+            for row in await connection.execute(query):
+                count, amount, _ = totals[row.attributed_store_id]
+                total = Decimal(str(row.total)) - Decimal(str(row.refunded or 0))
+                totals[row.attributed_store_id] = (count + 1, amount + total, row.currency)
+        return totals
+
+
+def _money(value: Decimal, currency: str) -> Money:
+    """An amount as stored (PostgreSQL keeps four places) back on the currency's minor unit."""
+    unit = Money(value, currency).minor_unit
+    return Money(Decimal(value).quantize(unit), currency)
+
+
+def _line(row: Row[Any], currency: str) -> OrderLine:
+    def money(value: Decimal) -> Money:
+        return _money(value, currency)
+
+    return OrderLine(
+        sku=row.sku,
+        quantity=row.quantity,
+        unit_price=money(row.unit_price),
+        subtotal=money(row.subtotal),
+        line_total=money(row.line_total),
+        points_earned=row.points_earned,
+        returned_quantity=row.returned_quantity,
+        refunded=money(row.refunded),
+        points_reversed=row.points_reversed,
+    )
+
+
+def _order(
+    head: Row[Any], lines: Iterable[OrderLine], allocations: Iterable[OrderAllocation]
+) -> Order:
+    currency = head.currency
+
+    def money(value: Decimal) -> Money:
+        return _money(value, currency)
+
+    destination = head.destination
+    return Order(
+        id=head.id,
+        channel=head.channel,
+        customer_id=head.customer_id,
+        fulfillment=head.fulfillment,
+        store_id=head.store_id,
+        attributed_store_id=head.attributed_store_id,
+        destination=None
+        if destination is None
+        else Destination(destination["lat"], destination["lon"], destination.get("postal_code")),
+        status=OrderStatus(head.status),
+        subtotal=money(head.subtotal),
+        discount_total=money(head.discount_total),
+        total=money(head.total),
+        points_redeemed=head.points_redeemed,
+        points_value=money(head.points_value),
+        amount_due=money(head.amount_due),
+        points_earned=head.points_earned,
+        coupon_codes=tuple(head.coupon_codes),
+        promotions=tuple(
+            OrderPromotion(p["id"], p["title"], p["explanation"], money(Decimal(p["discount"])))
+            for p in head.promotions
+        ),
+        oms_order_number=head.oms_order_number,
+        placed_at=head.placed_at,
+        updated_at=head.updated_at,
+        lines=tuple(lines),
+        allocations=tuple(allocations),
+    )
+
+
+# --------------------------------------------------------------------------- idempotency
+
+
+class ClaimState(enum.Enum):
+    NEW = "NEW"  # ours to carry out, under ``order_id``
+    DONE = "DONE"  # carried out before: ``order_id`` is the order
+    IN_PROGRESS = "IN_PROGRESS"  # another request is carrying it out right now
+    REUSED = "REUSED"  # the key was used for a different request
+
+
+@dataclass(frozen=True, slots=True)
+class Claim:
+    state: ClaimState
+    order_id: str | None = None
+
+
+class IdempotencyKeys:
+    """Idempotency-Key semantics for order placement, per channel.
+
+    ``claim`` records the key with a hash of the request and the order id it will create, under
+    a lease. The same key and request later gets the order (``DONE``), or ``IN_PROGRESS`` while
+    the first request is still running; a different request under the key gets ``REUSED``. A
+    request that dies leaves its lease to run out, and the next one with that key carries on
+    under the same order id (whatever it did remotely was keyed by that id, so is not done
+    twice). A request that fails without an order ``forget``s the key."""
+
+    def __init__(self, engine: AsyncEngine, lease: timedelta = timedelta(seconds=30)) -> None:
+        self._engine = engine
+        self._lease = lease
+
+    async def claim(
+        self, channel: str, key: str, request_hash: str, order_id: str, now: datetime
+    ) -> Claim:
+        table = idempotency_keys
+        row = {
+            "channel": channel,
+            "key": key,
+            "request_hash": request_hash,
+            "order_id": order_id,
+            "state": "IN_PROGRESS",
+            "locked_until": now + self._lease,
+            "created_at": now,
+        }
+        try:
+            async with self._engine.begin() as connection:
+                await connection.execute(insert(table).values(**row))
+            return Claim(ClaimState.NEW, order_id)
+        except IntegrityError:
+            pass
+        same = (table.c.channel == channel) & (table.c.key == key)
+        async with self._engine.begin() as connection:
+            found = (await connection.execute(select(table).where(same))).one_or_none()
+            if found is None:  # forgotten meanwhile: try again from the start
+                return Claim(ClaimState.IN_PROGRESS)
+            if found.request_hash != request_hash:
+                return Claim(ClaimState.REUSED)
+            if found.state == "DONE":
+                return Claim(ClaimState.DONE, found.order_id)
+            if found.locked_until > now:
+                return Claim(ClaimState.IN_PROGRESS, found.order_id)
+            taken = await connection.execute(
+                update(table)
+                .where(same, table.c.locked_until == found.locked_until)
+                .values(locked_until=now + self._lease)
+            )
+        if taken.rowcount == 1:
+            return Claim(ClaimState.NEW, found.order_id)
+        return Claim(ClaimState.IN_PROGRESS, found.order_id)
+
+    @staticmethod
+    async def complete(connection: AsyncConnection, channel: str, key: str) -> None:
+        """Mark the key done, in the order's transaction."""
+        table = idempotency_keys
+        await connection.execute(
+            update(table).where(table.c.channel == channel, table.c.key == key).values(state="DONE")
+        )
+
+    async def forget(self, channel: str, key: str) -> None:
+        """Free a key whose request ended without an order, so it may be sent again."""
+        table = idempotency_keys
+        async with self._engine.begin() as connection:
+            await connection.execute(
+                delete(table).where(
+                    table.c.channel == channel, table.c.key == key, table.c.state != "DONE"
+                )
+            )

@@ -1,0 +1,327 @@
+"""Orders over real HTTP: sourcing, placement, idempotency, the outbox, cancel and return."""
+
+from __future__ import annotations
+
+import itertools
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from decimal import Decimal
+
+import httpx
+import pytest
+
+from legacy.demo import DemoEstate
+from legacy.launcher import RunningEstate
+from tests.api.test_offers import _token
+from tests.support import GRAPHQL_KEYS, ServedGateway, serve_gateway
+
+ORDER_FIELDS = """id status channel customerId fulfillment omsOrderNumber
+    lines { sku quantity lineTotal { amount } returnedQuantity refunded { amount } }
+    allocations { sku quantity location { code kind } }
+    shipments { location { code } lines { sku quantity } }
+    store { code } attributedStore { code }
+    subtotal { amount } discountTotal { amount } total { amount currency }
+    pointsEarned pointsRedeemed amountDue { amount }"""
+
+PLACE = f"""mutation($input: PlaceOrderInput!) {{ placeOrder(input: $input) {{
+    order {{ {ORDER_FIELDS} }} replayed
+    userErrors {{ code message field sku requested available alternatives }} }} }}"""
+
+PLAN = """query($input: PlaceOrderInput!) { sourcingPlan(input: $input) {
+    feasible exact allocations { sku quantity location { code } }
+    lines { sku locationIds explanation } rejected { locationId reason }
+    cart { total { amount } } userErrors { code sku } } }"""
+
+CART = """query($input: CartInput!) { cart(input: $input) {
+    subtotal { amount } discountTotal { amount } total { amount } pointsToEarn } }"""
+
+STOCK = """query($sku: String!, $store: ID!) { product(sku: $sku) { variants {
+    sku availability(storeIds: [$store]) { available reserved } } } }"""
+
+ORDER = f"""query($id: ID!) {{ order(id: $id) {{ {ORDER_FIELDS} }} }}"""
+
+CANCEL = f"""mutation($id: ID!) {{ cancelOrder(orderId: $id) {{
+    order {{ {ORDER_FIELDS} }} userErrors {{ code message }} }} }}"""
+
+RETURN = f"""mutation($id: ID!, $lines: [OrderLineInput!]!, $store: ID!) {{
+    returnOrderLines(orderId: $id, lines: $lines, storeId: $store) {{
+    order {{ {ORDER_FIELDS} }} refunds {{ sku quantity amount {{ amount }} pointsReversed }}
+    userErrors {{ code message }} }} }}"""
+
+SALES = """query($id: ID!, $from: DateTime!, $to: DateTime!) { node(id: $id) {
+    ... on Store { attributedSales(from: $from, to: $to) { orders total { amount } } } } }"""
+
+_used: set[str] = set()
+
+
+@pytest.fixture(scope="module")
+def gateway(estate: RunningEstate, pg_databases: Callable[[], str]) -> Iterator[ServedGateway]:
+    """A gateway of its own, over the shared estate: its orders reserve stock in its own
+    ledger, which the other modules' stock figures must not see."""
+    served = serve_gateway(estate, pg_databases())
+    yield served
+    served.stop()
+
+
+def _key() -> str:
+    return uuid.uuid4().hex
+
+
+def _available(gateway: ServedGateway, sku: str, store: str) -> int:
+    body = gateway.graphql(STOCK, {"sku": sku, "store": store}).json()
+    (variant,) = [v for v in body["data"]["product"]["variants"] if v["sku"] == sku]
+    return sum(stock["available"] for stock in variant["availability"])
+
+
+def _stocked(gateway: ServedGateway, truth: DemoEstate, store: str, at_least: int) -> str:
+    """A SKU no other test has used, with ``at_least`` units available at ``store``."""
+    for variant in (v for p in truth.products for v in p.variants if v.sku not in _used):
+        if _available(gateway, variant.sku, store) >= at_least:
+            _used.add(variant.sku)
+            return variant.sku
+    raise AssertionError(f"no SKU with {at_least} units at {store}")
+
+
+def _store(truth: DemoEstate) -> str:
+    return next(loc.code for loc in truth.locations if "CARRY_OUT" in loc.capabilities)
+
+
+def _place(
+    gateway: ServedGateway,
+    order: dict[str, object],
+    key: str = "demo-pos",
+    token: str | None = None,
+) -> dict:  # type: ignore[type-arg]
+    body = gateway.graphql(PLACE, {"input": order}, key=key, token=token).json()
+    assert "errors" not in body, body
+    return body["data"]["placeOrder"]  # type: ignore[no-any-return]
+
+
+def _carry_out(sku: str, store: str, quantity: int = 1, **more: object) -> dict[str, object]:
+    return {
+        "idempotencyKey": _key(),
+        "lines": [{"sku": sku, "quantity": quantity}],
+        "fulfillment": "CARRY_OUT",
+        "storeId": store,
+        **more,
+    }
+
+
+def test_a_till_sale_reserves_the_units_and_every_channel_sees_it_at_once(
+    gateway: ServedGateway, truth: DemoEstate
+) -> None:
+    store = _store(truth)
+    sku = _stocked(gateway, truth, store, 2)
+    before = _available(gateway, sku, store)
+
+    placed = _place(gateway, _carry_out(sku, store, 2))
+
+    order = placed["order"]
+    assert placed["userErrors"] == []
+    assert (order["status"], order["channel"], order["fulfillment"]) == (
+        "ACCEPTED",
+        "pos",
+        "CARRY_OUT",
+    )
+    assert order["allocations"] == [
+        {"sku": sku, "quantity": 2, "location": {"code": store, "kind": "STORE"}}
+    ]
+    assert order["attributedStore"] == {"code": store}
+    seen = {key: _available_as(gateway, sku, store, key) for key in GRAPHQL_KEYS}
+    assert set(seen.values()) == {before - 2}
+
+
+def _available_as(gateway: ServedGateway, sku: str, store: str, key: str) -> int:
+    body = gateway.graphql(STOCK, {"sku": sku, "store": store}, key=key).json()
+    (variant,) = [v for v in body["data"]["product"]["variants"] if v["sku"] == sku]
+    return sum(stock["available"] for stock in variant["availability"])
+
+
+def test_an_order_costs_what_the_cart_said(gateway: ServedGateway, truth: DemoEstate) -> None:
+    store = _store(truth)
+    sku = _stocked(gateway, truth, store, 3)
+    cart = gateway.graphql(
+        CART, {"input": {"lines": [{"sku": sku, "quantity": 3}], "storeId": store}}
+    ).json()["data"]["cart"]
+
+    order = _place(gateway, _carry_out(sku, store, 3))["order"]
+
+    assert order["subtotal"] == cart["subtotal"]
+    assert order["discountTotal"] == cart["discountTotal"]
+    assert order["total"]["amount"] == cart["total"]["amount"]
+
+
+def test_the_sourcing_plan_reserves_nothing(gateway: ServedGateway, truth: DemoEstate) -> None:
+    store = _store(truth)
+    sku = _stocked(gateway, truth, store, 1)
+    before = _available(gateway, sku, store)
+
+    body = gateway.graphql(PLAN, {"input": _carry_out(sku, store)}, key="demo-pos").json()
+
+    plan = body["data"]["sourcingPlan"]
+    assert plan["feasible"] is True
+    assert plan["allocations"] == [{"sku": sku, "quantity": 1, "location": {"code": store}}]
+    assert plan["lines"][0]["locationIds"] == [store]
+    assert plan["lines"][0]["explanation"]
+    assert _available(gateway, sku, store) == before
+
+
+def test_more_than_the_store_has_is_out_of_stock_with_the_numbers(
+    gateway: ServedGateway, truth: DemoEstate
+) -> None:
+    store = _store(truth)
+    sku = _stocked(gateway, truth, store, 1)
+    available = _available(gateway, sku, store)
+
+    placed = _place(gateway, _carry_out(sku, store, available + 1))
+
+    assert placed["order"] is None
+    (error,) = placed["userErrors"]
+    assert (error["code"], error["sku"]) == ("OUT_OF_STOCK", sku)
+    assert (error["requested"], error["available"]) == (available + 1, available)
+    assert _available(gateway, sku, store) == available
+
+
+def test_the_same_key_gives_the_same_order_and_another_basket_is_refused(
+    gateway: ServedGateway, truth: DemoEstate
+) -> None:
+    store = _store(truth)
+    sku = _stocked(gateway, truth, store, 2)
+    order = _carry_out(sku, store)
+
+    first = _place(gateway, order)
+    again = _place(gateway, order)
+    other = _place(gateway, {**order, "lines": [{"sku": sku, "quantity": 2}]})
+
+    assert again["order"]["id"] == first["order"]["id"]
+    assert (first["replayed"], again["replayed"]) == (False, True)
+    assert other["order"] is None
+    assert [e["code"] for e in other["userErrors"]] == ["IDEMPOTENCY_KEY_REUSED"]
+
+
+def test_an_accepted_order_reaches_the_oms_and_is_submitted(
+    gateway: ServedGateway, estate: RunningEstate, truth: DemoEstate
+) -> None:
+    store = _store(truth)
+    sku = _stocked(gateway, truth, store, 1)
+    order_id = _place(gateway, _carry_out(sku, store))["order"]["id"]
+
+    deadline = time.monotonic() + 20
+    while True:
+        order = gateway.graphql(ORDER, {"id": order_id}, key="demo-pos").json()["data"]["order"]
+        if order["status"] == "SUBMITTED" or time.monotonic() > deadline:
+            break
+        time.sleep(0.2)
+
+    assert order["status"] == "SUBMITTED"
+    received = httpx.get(f"{estate.urls['oms']}/api/orders/{order_id}", timeout=5).json()
+    assert received["omsOrderNo"] == order["omsOrderNumber"]
+    assert received["submissions"] == 1
+
+
+def test_cancelling_gives_the_units_back(gateway: ServedGateway, truth: DemoEstate) -> None:
+    store = _store(truth)
+    sku = _stocked(gateway, truth, store, 1)
+    before = _available(gateway, sku, store)
+    order_id = _place(gateway, _carry_out(sku, store))["order"]["id"]
+
+    cancelled = gateway.graphql(CANCEL, {"id": order_id}, key="demo-pos").json()["data"]
+    again = gateway.graphql(CANCEL, {"id": order_id}, key="demo-pos").json()["data"]
+
+    assert cancelled["cancelOrder"]["order"]["status"] == "CANCELLED"
+    assert _available(gateway, sku, store) == before
+    assert [e["code"] for e in again["cancelOrder"]["userErrors"]] == ["ALREADY_CANCELLED"]
+
+
+def test_a_return_anywhere_restocks_that_store_and_refunds_to_the_cent(
+    gateway: ServedGateway, truth: DemoEstate
+) -> None:
+    store = _store(truth)
+    sku = _stocked(gateway, truth, store, 3)
+    product = next(p for p in truth.products if any(v.sku == sku for v in p.variants))
+    other = next(  # another store whose assortment has it, so its stock shows
+        loc.code
+        for loc in truth.locations
+        if loc.kind == "STORE" and loc.code != store and truth.ranged(product, loc)
+    )
+    order = _place(gateway, _carry_out(sku, store, 3))["order"]
+    line_total = Decimal(order["lines"][0]["lineTotal"]["amount"])
+    before = _available(gateway, sku, other)
+
+    refunds = []
+    for quantity in (1, 2):
+        body = gateway.graphql(
+            RETURN,
+            {"id": order["id"], "lines": [{"sku": sku, "quantity": quantity}], "store": other},
+            key="demo-csr",
+        ).json()["data"]["returnOrderLines"]
+        assert body["userErrors"] == [], body
+        refunds.append(Decimal(body["refunds"][0]["amount"]["amount"]))
+    too_many = gateway.graphql(
+        RETURN,
+        {"id": order["id"], "lines": [{"sku": sku, "quantity": 1}], "store": other},
+        key="demo-csr",
+    ).json()["data"]["returnOrderLines"]
+
+    assert sum(refunds) == line_total
+    assert _available(gateway, sku, other) >= before + 3 - 1  # the store keeps one back
+    assert [e["code"] for e in too_many["userErrors"]] == ["TOO_MANY_RETURNED"]
+
+
+def test_a_customer_sees_their_orders_and_nobody_elses(
+    gateway: ServedGateway, truth: DemoEstate
+) -> None:
+    store = _store(truth)
+    sku = _stocked(gateway, truth, store, 1)
+    order = _place(gateway, _carry_out(sku, store), key="demo-web", token=_token("C0021"))["order"]
+    mine = gateway.graphql(
+        "{ me { orders { id customerId } } }", key="demo-web", token=_token("C0021")
+    ).json()
+
+    theirs = gateway.graphql(
+        ORDER, {"id": order["id"]}, key="demo-web", token=_token("C0022")
+    ).json()
+
+    assert order["customerId"] == "C0021"
+    assert mine["data"]["me"]["orders"][0] == {"id": order["id"], "customerId": "C0021"}
+    assert theirs["data"]["order"] is None
+
+
+def test_a_store_is_credited_with_the_sales_it_made(
+    gateway: ServedGateway, truth: DemoEstate
+) -> None:
+    store = _store(truth)
+    store_id = gateway.graphql(
+        "query($near: GeoPointInput!) { stores(near: $near, first: 100) { id code } }",
+        {"near": {"lat": 48.137, "lon": 11.575}},
+    ).json()["data"]["stores"]
+    global_id = next(s["id"] for s in store_id if s["code"] == store)
+    window = {"from": "2000-01-01T00:00:00Z", "to": "2100-01-01T00:00:00Z"}
+    before = gateway.graphql(SALES, {"id": global_id, **window}, key="demo-csr").json()
+    sku = _stocked(gateway, truth, store, 1)
+    order = _place(gateway, _carry_out(sku, store))["order"]
+
+    after = gateway.graphql(SALES, {"id": global_id, **window}, key="demo-csr").json()
+    refused = gateway.graphql(SALES, {"id": global_id, **window}, key="demo-web").json()
+
+    sales_before = before["data"]["node"]["attributedSales"]
+    sales_after = after["data"]["node"]["attributedSales"]
+    assert sales_after["orders"] == sales_before["orders"] + 1
+    assert Decimal(sales_after["total"]["amount"]) == Decimal(
+        sales_before["total"]["amount"]
+    ) + Decimal(order["total"]["amount"])
+    assert refused["errors"][0]["extensions"]["code"] == "FORBIDDEN"
+
+
+@pytest.mark.parametrize("key", ["demo-partner"])
+def test_a_channel_without_the_orders_scope_cannot_order(
+    gateway: ServedGateway, truth: DemoEstate, key: str
+) -> None:
+    store = _store(truth)
+    sku = next(itertools.chain.from_iterable(p.variants for p in truth.products)).sku
+
+    body = gateway.graphql(PLACE, {"input": _carry_out(sku, store)}, key=key).json()
+
+    assert body["data"] is None
+    assert body["errors"][0]["extensions"]["code"] == "FORBIDDEN"
