@@ -9,6 +9,7 @@ from collections.abc import Iterator
 import strawberry
 from strawberry import relay
 from strawberry.extensions import (
+    AddValidationRules,
     MaxAliasesLimiter,
     ParserCache,
     QueryDepthLimiter,
@@ -56,6 +57,12 @@ class OperationMetrics(SchemaExtension):
 
 @functools.cache  # strawberry's relay node field can be bound to one schema only
 def build_schema() -> strawberry.Schema:
+    # The limits' rule classes are made once: the validation cache is keyed by the rules, and
+    # a limiter built per request makes new classes each time, so the cache would never hit.
+    limits = [
+        *QueryDepthLimiter(max_depth=12).validation_rules,
+        *MaxAliasesLimiter(max_alias_count=30).validation_rules,
+    ]
     return strawberry.Schema(
         query=Query,
         mutation=Mutation,
@@ -63,8 +70,7 @@ def build_schema() -> strawberry.Schema:
             # Clients send the same few documents again and again: parse and validate once.
             lambda: ParserCache(maxsize=512),
             lambda: ValidationCache(maxsize=512),
-            lambda: QueryDepthLimiter(max_depth=12),
-            lambda: MaxAliasesLimiter(max_alias_count=30),
+            lambda: AddValidationRules(limits),
             PublicErrors,
             OperationMetrics,
         ],
