@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import signal
 import sys
 import time
@@ -16,6 +17,7 @@ if TYPE_CHECKING:
     from legacy.sim import Knobs
 
 DEFAULT_DATA_DIR = Path("var/demo")
+DEMO_DATABASE = "gateway.sqlite"  # in the data dir, for serve --demo without DATABASE_URL
 ESTATE_SYSTEMS = ("pim", "pricing", "loyalty", "oms", "erp")
 
 
@@ -105,6 +107,10 @@ def _seed(args: argparse.Namespace) -> int:
         print(f"demo estate already seeded in {args.data_dir}")
         return 0
     estate = seed(args.data_dir, args.seed, args.scale, args.erp_url, progress=not args.quiet)
+    # The demo gateway's own database mirrors the estate it was served over: a new estate
+    # starts it afresh (its stock ledger and orders belong to the old one).
+    for stale in args.data_dir.glob(f"{DEMO_DATABASE}*"):
+        stale.unlink()
     skus = sum(1 for _ in estate.skus)
     print(
         f"seeded {args.data_dir}: {len(estate.products)} products, {skus} SKUs, "
@@ -186,6 +192,11 @@ def _serve(args: argparse.Namespace) -> int:
     )
     if not args.demo:
         return serve(settings)
+    if "DATABASE_URL" not in os.environ:
+        # Beside the demo estate, not in the working directory: its stock ledger and orders
+        # belong to this estate and are started afresh when it is seeded again.
+        database = f"sqlite+aiosqlite:///{(args.data_dir / DEMO_DATABASE).resolve()}"
+        settings = settings.model_copy(update={"database_url": database})
     knobs = _estate_knobs(args, "serve")
     if knobs is None:
         return 2

@@ -108,6 +108,7 @@ def test_serve_demo_answers_graphql_and_ctrl_c_stops_everything(seeded: Path) ->
     assert response.status_code == 200
     assert response.json()["data"]["products"]["totalCount"] == 60
     assert process.returncode == 0
+    assert (seeded / "gateway.sqlite").exists()  # its ledger lives beside the estate it mirrors
     for name in SYSTEMS:
         with pytest.raises(httpx.TransportError):
             httpx.get(f"{urls[name]}/_sim/stats", timeout=1)
