@@ -39,7 +39,6 @@ import shlex
 import signal
 import socket
 import sys
-import textwrap
 import threading
 import time
 import uuid
@@ -56,6 +55,7 @@ import httpx
 import uvicorn
 
 from bench.read_listing import process_cpu_seconds
+from bench.report import wrapped, write_section
 from legacy.demo import DemoEstate, generate
 from legacy.launcher import EstateConfig, RunningEstate, start_estate
 from legacy.seed import MANIFEST, seed
@@ -660,14 +660,14 @@ def render(run: Run, when: datetime) -> str:
         f"<!-- {SECTION}:start -->",
         "## Write: placing orders",
         "",
-        _wrapped(intro),
+        wrapped(intro),
         "",
         TABLE_HEAD,
         *(_row(phase) for phase in run.phases),
         "",
-        *map(_wrapped, _verdict(run)),
+        *map(wrapped, _verdict(run)),
         "",
-        *map(_wrapped, _setting(run, when)),
+        *map(wrapped, _setting(run, when)),
         f"<!-- {SECTION}:end -->",
     ]
     return "\n".join(lines) + "\n"
@@ -717,24 +717,6 @@ def _setting(run: Run, when: datetime) -> list[str]:
     ]
 
 
-def _wrapped(text: str) -> str:
-    indent = "  " if text.startswith("- ") else ""
-    return textwrap.fill(text, width=100, subsequent_indent=indent, break_on_hyphens=False)
-
-
-def write_section(path: Path, section: str) -> None:
-    """Replace this benchmark's section of ``path`` (or append it), leaving the rest alone."""
-    text = path.read_text()
-    start, end = f"<!-- {SECTION}:start -->", f"<!-- {SECTION}:end -->"
-    if start in text and end in text:
-        head, _, rest = text.partition(start)
-        _, _, tail = rest.partition(end)
-        text = head + section.rstrip("\n") + tail
-    else:
-        text = text.rstrip("\n") + "\n\n" + section
-    path.write_text(text)
-
-
 # --------------------------------------------------------------------------- main
 
 
@@ -746,7 +728,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
     run = benchmark(options)
     section = render(run, datetime.now(UTC))
-    write_section(options.output, section)
+    write_section(options.output, SECTION, section)
     print(section, end="")
     return 0
 

@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Final
 
 from adapters.ports import Money, PromotionRule
+from bench.report import markers, write_section
 from gateway.promotions import Basket, BasketLine, LoyaltyProgram, RuleBook, Shopper, price_basket
 from legacy.demo import DemoProduct, generate
 from tests.fakes import rule_from_demo
@@ -143,19 +144,6 @@ def _machine() -> str:
     )
 
 
-def write_section(output: Path, body: str) -> None:
-    """Replace this benchmark's section of ``output`` (append it when absent)."""
-    start, end = f"<!-- {SECTION}:start -->", f"<!-- {SECTION}:end -->"
-    block = f"{start}\n{body}{end}\n"
-    text = output.read_text() if output.exists() else "# Benchmarks\n"
-    pattern = re.compile(re.escape(start) + r".*?" + re.escape(end) + r"\n?", re.DOTALL)
-    if pattern.search(text):
-        text = pattern.sub(lambda _: block, text)
-    else:
-        text = text.rstrip("\n") + "\n\n" + block
-    output.write_text(text)
-
-
 def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--baskets", type=int, default=200, help="different baskets")
@@ -174,7 +162,8 @@ def main(argv: Sequence[str] | None = None) -> None:
         len(price_basket(b, book, SHOPPER, NOW, LOYALTY).applied_promotions) for b in baskets
     )
     body = section(len(rules), build_ms, timings, applied, len(baskets), options.rounds)
-    write_section(options.output, body)
+    start, end = markers(SECTION)
+    write_section(options.output, SECTION, f"{start}\n{body}{end}\n")
     print(body)
 
 

@@ -27,7 +27,6 @@ import signal
 import socket
 import subprocess
 import sys
-import textwrap
 import threading
 import time
 from collections import Counter
@@ -40,6 +39,7 @@ from typing import Any, Final
 
 import httpx
 
+from bench.report import wrapped, write_section
 from legacy.launcher import default_erp_url
 from tests.support import LISTING, MARIENPLATZ
 
@@ -530,22 +530,17 @@ def render(run: Run, when: datetime) -> str:
         f"<!-- {SECTION}:start -->",
         "## Read: the product listing",
         "",
-        _wrapped(intro),
+        wrapped(intro),
         "",
         TABLE_HEAD,
         *(_row(result) for result in run.results),
         "",
-        *map(_wrapped, _verdict(run)),
+        *map(wrapped, _verdict(run)),
         "",
-        *map(_wrapped, setting),
+        *map(wrapped, setting),
         f"<!-- {SECTION}:end -->",
     ]
     return "\n".join(lines) + "\n"
-
-
-def _wrapped(text: str) -> str:
-    indent = "  " if text.startswith("- ") else ""
-    return textwrap.fill(text, width=100, subsequent_indent=indent, break_on_hyphens=False)
 
 
 def _max_requests(options: Options) -> str:
@@ -577,28 +572,6 @@ def _failures(result: LevelResult) -> str:
     return f"- Errors at concurrency {result.concurrency} (first error of each answer): {reasons}."
 
 
-def write_section(path: Path, section: str) -> None:
-    """Replace this benchmark's section of ``path`` (or append it), leaving the rest alone."""
-    text = path.read_text() if path.exists() else _NEW_FILE
-    start, end = f"<!-- {SECTION}:start -->", f"<!-- {SECTION}:end -->"
-    if start in text and end in text:
-        head, _, rest = text.partition(start)
-        _, _, tail = rest.partition(end)
-        text = head + section.rstrip("\n") + tail
-    else:
-        text = text.rstrip("\n") + "\n\n" + section
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(text)
-
-
-_NEW_FILE: Final = (
-    "# Benchmarks\n\n"
-    "Written by the benchmarks in `bench/` (see `bench/README.md`). Each benchmark rewrites only\n"
-    "its own section, between its markers; numbers depend on the machine, so each section names\n"
-    "it.\n"
-)
-
-
 # --------------------------------------------------------------------------- main
 
 
@@ -611,7 +584,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     with running_gateway(options) as gateway:
         run = asyncio.run(measure(gateway, options))
     section = render(run, datetime.now(UTC))
-    write_section(options.output, section)
+    write_section(options.output, SECTION, section)
     print(section, end="")
     return 0
 

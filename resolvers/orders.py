@@ -217,7 +217,8 @@ class OrderType:
         )
 
 
-def _allocation(allocation: OrderAllocation) -> AllocationType:
+def _allocation(allocation: OrderAllocation | Allocation) -> AllocationType:
+    """An order's allocation, or a plan's: the same thing before and after it is reserved."""
     return AllocationType(
         sku=allocation.sku, quantity=allocation.quantity, location_id=allocation.location_id
     )
@@ -255,7 +256,7 @@ class SourcingPlan:
         plan: Plan | None = None if quote is None else quote.plan
         failure = result.sourcing_failure
         rejections = plan.rejections if plan else failure.rejections if failure else ()
-        allocations = [] if plan is None else [_planned(a) for a in plan.allocations]
+        allocations = [] if plan is None else [_allocation(a) for a in plan.allocations]
         return cls(
             feasible=quote is not None,
             exact=plan is None or plan.exact,
@@ -263,7 +264,7 @@ class SourcingPlan:
             shipments=[]
             if plan is None
             else [
-                Shipment(location_id=s.location_id, lines=[_planned(a) for a in s.allocations])
+                Shipment(location_id=s.location_id, lines=[_allocation(a) for a in s.allocations])
                 for s in plan.shipments
             ],
             lines=[]
@@ -286,12 +287,6 @@ class SourcingPlan:
             cart=None if quote is None else PricedCart.from_domain(quote.priced),
             user_errors=[OrderUserError.from_domain(error) for error in result.errors],
         )
-
-
-def _planned(allocation: Allocation) -> AllocationType:
-    return AllocationType(
-        sku=allocation.sku, quantity=allocation.quantity, location_id=allocation.location_id
-    )
 
 
 @strawberry.type
