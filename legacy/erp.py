@@ -46,13 +46,14 @@ from sqlalchemy.pool import NullPool
 from sqlalchemy.schema import CreateIndex, CreateTable
 from sqlalchemy.sql.dml import Insert
 from starlette.applications import Starlette
+from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
 from legacy.demo import DemoEstate, DemoLocation, StockRow
 from legacy.launcher import default_erp_url
-from legacy.sim import SimSettings, SimulatedFailure, Simulator
+from legacy.sim import HeldAnswers, SimSettings, SimulatedFailure, Simulator
 
 BERLIN = ZoneInfo("Europe/Berlin")
 STORE_WIDTH = 8
@@ -355,7 +356,7 @@ def create_app(settings: SimSettings) -> Starlette:
         return JSONResponse({"applied": len(deltas), "at": at.isoformat()})
 
     routes = [*simulator.routes(), Route("/movements", movements, methods=["POST"])]
-    return Starlette(routes=routes, lifespan=lifespan)
+    return Starlette(routes=routes, lifespan=lifespan, middleware=[Middleware(HeldAnswers)])
 
 
 def _control_engine(url: str) -> AsyncEngine:

@@ -38,12 +38,13 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from starlette.applications import Starlette
+from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from legacy.demo import DemoCustomer, DemoEstate
-from legacy.sim import SimSettings, SimulatedFailure, Simulator
+from legacy.sim import HeldAnswers, SimSettings, SimulatedFailure, Simulator
 
 API_KEY_HEADER = "X-Loyalty-Api-Key"
 BATCH_CAP = 50
@@ -351,4 +352,4 @@ def create_app(settings: SimSettings) -> Starlette:
         Route("/_sim/reset", platform.reset, methods=["POST"]),
         *simulator.routes(),
     ]
-    return Starlette(routes=routes)
+    return Starlette(routes=routes, middleware=[Middleware(HeldAnswers)])

@@ -39,11 +39,12 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from starlette.applications import Starlette
+from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from legacy.sim import Knobs, SimSettings, SimulatedFailure, Simulator
+from legacy.sim import HeldAnswers, Knobs, SimSettings, SimulatedFailure, Simulator
 
 RECEIVED_FILE = "received.jsonl"
 FULFILMENT_TYPES = frozenset({"HOME_DELIVERY", "STORE_PICKUP", "STORE_DELIVERY", "CARRY_OUT"})
@@ -271,4 +272,8 @@ def create_app(settings: SimSettings) -> Starlette:
         Route("/api/orders/{external_id}", intake.get_order, methods=["GET"]),
         *simulator.routes(),
     ]
-    return Starlette(routes=routes, exception_handlers={SimulatedFailure: _unavailable})
+    return Starlette(
+        routes=routes,
+        exception_handlers={SimulatedFailure: _unavailable},
+        middleware=[Middleware(HeldAnswers)],
+    )

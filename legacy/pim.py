@@ -29,12 +29,13 @@ from typing import Any
 
 from starlette.applications import Starlette
 from starlette.datastructures import QueryParams
+from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
 from legacy.demo import DemoEstate, DemoProduct
-from legacy.sim import SimSettings, SimulatedFailure, Simulator
+from legacy.sim import HeldAnswers, SimSettings, SimulatedFailure, Simulator
 
 JsonObject = dict[str, Any]
 
@@ -319,7 +320,7 @@ def create_app(settings: SimSettings) -> Starlette:
     """
     catalogue = Catalogue.load(settings.data_dir / "pim" / "catalog.json")
     api = _PimApi(catalogue, Simulator("pim", settings.knobs, settings.seed))
-    return Starlette(routes=api.routes())
+    return Starlette(routes=api.routes(), middleware=[Middleware(HeldAnswers)])
 
 
 Handler = Callable[[Request], JsonObject]

@@ -28,12 +28,13 @@ from pathlib import Path
 
 from lxml import etree
 from starlette.applications import Starlette
+from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
 
 from legacy.demo import ANCHOR, CURRENCY, DemoEstate
-from legacy.sim import SimSettings, SimulatedFailure, Simulator
+from legacy.sim import HeldAnswers, SimSettings, SimulatedFailure, Simulator
 
 NAMESPACE = "http://pricing.example.com/2012/PricingService"
 SOAP_ENVELOPE = "http://schemas.xmlsoap.org/soap/envelope/"
@@ -399,5 +400,6 @@ def create_app(settings: SimSettings) -> Starlette:
             Route("/PricingService", service.endpoint, methods=["GET", "POST"]),
             Route("/_sim/prices", service.set_price, methods=["POST"]),
             *service.simulator.routes(),
-        ]
+        ],
+        middleware=[Middleware(HeldAnswers)],
     )

@@ -1,9 +1,15 @@
 """What every simulated legacy system shares: knobs (latency, jitter, errors, outage) and call
 statistics, exposed at ``GET /_sim/stats``, ``GET|POST /_sim/knobs`` and ``POST /_sim/reset``.
 
-A system's handlers call ``await simulator.call("Operation")`` first: it counts the call, waits
-the configured latency, and raises ``SimulatedFailure`` for an outage or a random error, which
+A system's handlers call ``await simulator.call("Operation")`` first: it counts the call, sets
+the latency of the answer, and raises ``SimulatedFailure`` for an outage or a random error, which
 the system turns into its own protocol's error (a 503, a SOAP fault...).
+
+The latency is the time from the request's arrival to the answer, the system's own work
+included: a system at 20 ms answers 20 ms after it was asked (``HeldAnswers`` holds the answer
+back until then), as long as its work takes less. A simulator's work is not the legacy system's,
+so it must not lengthen the latency a benchmark sets. Without ``HeldAnswers`` around the app,
+``call`` waits the latency itself, before the work.
 """
 
 from __future__ import annotations
@@ -11,12 +17,14 @@ from __future__ import annotations
 import asyncio
 import random
 from collections import Counter
-from dataclasses import asdict, dataclass, fields, replace
+from contextvars import ContextVar
+from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 
 class SimulatedFailure(Exception):
@@ -52,6 +60,45 @@ class Knobs:
             setattr(self, name, float(value))
 
 
+@dataclass(slots=True)
+class _Answer:
+    """When the answer to the request being handled may leave (event loop time)."""
+
+    arrived: float
+    not_before: float = field(default=0.0)
+
+
+_ANSWER: ContextVar[_Answer | None] = ContextVar("simulated_answer", default=None)
+
+
+class HeldAnswers:
+    """ASGI middleware: holds each HTTP answer until the latency its handler's ``call`` set
+    has passed since the request arrived."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        loop = asyncio.get_running_loop()
+        answer = _Answer(arrived=loop.time())
+
+        async def held(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                wait = answer.not_before - loop.time()
+                if wait > 0:
+                    await asyncio.sleep(wait)
+            await send(message)
+
+        token = _ANSWER.set(answer)
+        try:
+            await self.app(scope, receive, held)
+        finally:
+            _ANSWER.reset(token)
+
+
 class Simulator:
     """Counts and delays the calls of one simulated system, as its knobs say."""
 
@@ -64,9 +111,12 @@ class Simulator:
 
     async def call(self, operation: str) -> None:
         self.calls[operation] += 1
-        delay = self.knobs.latency_ms + self._random.uniform(0, self.knobs.jitter_ms)
-        if delay > 0:
-            await asyncio.sleep(delay / 1000)
+        delay = (self.knobs.latency_ms + self._random.uniform(0, self.knobs.jitter_ms)) / 1000
+        answer = _ANSWER.get()
+        if answer is not None:
+            answer.not_before = max(answer.not_before, answer.arrived + delay)
+        elif delay > 0:
+            await asyncio.sleep(delay)
         if self.knobs.outage:
             raise SimulatedFailure(outage=True)
         if self.knobs.error_rate and self._random.random() < self.knobs.error_rate:

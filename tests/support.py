@@ -16,6 +16,7 @@ import pytest
 import uvicorn
 from prometheus_client.parser import text_string_to_metric_families
 from starlette.applications import Starlette
+from starlette.types import ASGIApp
 
 from legacy.demo import DemoEstate
 from legacy.launcher import EstateConfig, RunningEstate, default_erp_url, start_estate
@@ -142,6 +143,13 @@ def serve_gateway(estate: RunningEstate, database_url: str) -> ServedGateway:
     settings = Settings(gateway_config=DEMO_CONFIG, database_url=database_url)
     backends = demo_backends(estate.urls, estate.erp_url, estate.promotions_dir, estate.api_key)
     app = create_app(settings, settings.config().model_copy(update={"backends": backends}))
+    url, server, thread = serve_on_thread(app)
+    return ServedGateway(url, app, server, thread)
+
+
+def serve_on_thread(app: ASGIApp) -> tuple[str, uvicorn.Server, threading.Thread]:
+    """Serve ``app`` over HTTP with uvicorn on a thread of its own, on a free local port; the
+    URL, the server (set ``should_exit`` to stop it) and its thread, once it is accepting."""
     listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     listener.bind(("127.0.0.1", 0))
     server = uvicorn.Server(uvicorn.Config(app, log_level="warning", access_log=False))
@@ -150,7 +158,6 @@ def serve_gateway(estate: RunningEstate, database_url: str) -> ServedGateway:
     deadline = time.monotonic() + 30
     while not server.started:
         if not thread.is_alive() or time.monotonic() > deadline:
-            raise RuntimeError("the gateway did not start")
+            raise RuntimeError("the app did not start")
         time.sleep(0.02)
-    url = f"http://127.0.0.1:{listener.getsockname()[1]}"
-    return ServedGateway(url, app, server, thread)
+    return f"http://127.0.0.1:{listener.getsockname()[1]}", server, thread
