@@ -39,6 +39,8 @@ BATCH_LIMIT = 100  # the PIM answers 400 above this many codes or SKUs per reque
 PAGE_SIZE_LIMIT = 200  # the PIM silently cuts larger pages to this size
 FEED_LIMIT = 1000  # the most change-feed entries the PIM returns per call
 ATTEMPTS = 2  # a GET is safe to repeat once after a 5xx, a 429 or a failed connection
+# Idle connections are dropped before servers commonly drop them (uvicorn and Apache: 5 s).
+KEEPALIVE_EXPIRY = 4.0
 RETRY_DELAY = 0.05  # seconds, unless the PIM says Retry-After (capped at MAX_RETRY_DELAY)
 MAX_RETRY_DELAY = 1.0
 
@@ -82,7 +84,9 @@ class RestPimCatalogue:
             base_url=base_url.rstrip("/"),
             timeout=httpx.Timeout(timeout),
             limits=httpx.Limits(
-                max_connections=max_connections, max_keepalive_connections=max_connections
+                max_connections=max_connections,
+                max_keepalive_connections=max_connections,
+                keepalive_expiry=KEEPALIVE_EXPIRY,
             ),
             headers={"Accept": "application/json"},
             transport=transport,

@@ -33,6 +33,12 @@ SOAP_ENVELOPE = "http://schemas.xmlsoap.org/soap/envelope/"
 XSI_NIL = "{http://www.w3.org/2001/XMLSchema-instance}nil"
 MAX_ITEMS_PER_CALL = 50
 MAX_CHANGE_ROWS = 1000
+# Both operations only read, so a call whose connection failed is sent once more: a server
+# that closes an idle keep-alive connection just as a request goes out on it fails that request
+# without having seen it.
+ATTEMPTS = 2
+# Idle connections are dropped before servers commonly drop them (uvicorn and Apache: 5 s).
+KEEPALIVE_EXPIRY = 4.0
 
 T = TypeVar("T")
 _CALLER_FAULTS = frozenset({"Client", "VersionMismatch", "MustUnderstand"})
@@ -72,7 +78,9 @@ class SoapPricing:
         self._client = httpx.AsyncClient(
             timeout=self._timeout,
             limits=httpx.Limits(
-                max_connections=max_connections, max_keepalive_connections=max_connections
+                max_connections=max_connections,
+                max_keepalive_connections=max_connections,
+                keepalive_expiry=KEEPALIVE_EXPIRY,
             ),
             transport=transport,
         )
@@ -122,19 +130,21 @@ class SoapPricing:
             "Content-Type": "text/xml; charset=utf-8",
             "SOAPAction": f'"{NAMESPACE}/{operation}"',
         }
+        content = _envelope(request)
         async with self._slots:
-            try:
-                response = await self._client.post(
-                    self._endpoint,
-                    content=_envelope(request),
-                    headers=headers,
-                    timeout=self._timeout,
-                )
-            except httpx.TimeoutException as exc:
-                raise BackendTimedOut(BACKEND, f"{operation}: no answer in time") from exc
-            except httpx.TransportError as exc:
-                raise BackendUnavailable(BACKEND, f"{operation}: {exc!r}") from exc
-        return _answer(operation, response)
+            for attempt in range(1, ATTEMPTS + 1):
+                try:
+                    response = await self._client.post(
+                        self._endpoint, content=content, headers=headers, timeout=self._timeout
+                    )
+                except httpx.TimeoutException as exc:
+                    raise BackendTimedOut(BACKEND, f"{operation}: no answer in time") from exc
+                except httpx.TransportError as exc:
+                    if attempt == ATTEMPTS:
+                        raise BackendUnavailable(BACKEND, f"{operation}: {exc!r}") from exc
+                    continue
+                return _answer(operation, response)
+        raise AssertionError("unreachable: the last attempt returns or raises")
 
 
 async def _all(calls: Sequence[Awaitable[T]]) -> list[T]:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import copy
 from collections.abc import AsyncIterator, Iterator
 from datetime import datetime
@@ -340,3 +342,70 @@ def test_other_numbers_are_not_comma_decimals(text: str) -> None:
 @pytest.mark.parametrize("amount", ["0.99", "12.00", "1234.50", "999.99", "1000.00"])
 def test_the_engine_format_round_trips(amount: str) -> None:
     assert parse_amount(format_amount(Decimal(amount))) == Decimal(amount)
+
+
+# --------------------------------------------------------------------------- lost connections
+
+
+@contextlib.asynccontextmanager
+async def dropping_first(target: str, drops: int) -> AsyncIterator[str]:
+    """A TCP relay to ``target`` that reads the first ``drops`` connections' requests and then
+    closes them without an answer, as a server does that drops an idle keep-alive connection
+    just as a request arrives on it; later connections are relayed."""
+    upstream = httpx.URL(target)
+    dropped = 0
+
+    async def pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        with contextlib.suppress(ConnectionError):
+            while chunk := await reader.read(65536):
+                writer.write(chunk)
+                await writer.drain()
+        writer.close()
+
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        nonlocal dropped
+        if dropped < drops:
+            dropped += 1
+            await reader.read(65536)
+            writer.close()
+            return
+        assert upstream.port is not None
+        up_reader, up_writer = await asyncio.open_connection(upstream.host, upstream.port)
+        await asyncio.gather(pipe(reader, up_writer), pipe(up_reader, writer))
+
+    server = await asyncio.start_server(handle, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.close()
+
+
+async def test_a_connection_lost_before_the_answer_is_tried_once_more(
+    engine: str, truth: DemoEstate
+) -> None:
+    # given the first connection to the engine is closed without an answer
+    async with dropping_first(engine, drops=1) as relay:
+        adapter = SoapPricing(relay, timeout=5.0)
+        try:
+            # when prices are asked for
+            found = await adapter.prices(first_skus(truth)[:3])
+        finally:
+            await adapter.aclose()
+    # then the lookup is sent again on a new connection and answered
+    assert set(found) == set(first_skus(truth)[:3])
+    assert (await calls(engine))["GetPrices"] == 1
+
+
+async def test_a_connection_lost_twice_is_unavailable(engine: str, truth: DemoEstate) -> None:
+    # given the first two connections are closed without an answer
+    async with dropping_first(engine, drops=2) as relay:
+        adapter = SoapPricing(relay, timeout=5.0)
+        try:
+            # then the lookup gives up after its second attempt: retryable unavailability
+            with pytest.raises(BackendUnavailable) as raised:
+                await adapter.prices(first_skus(truth)[:3])
+        finally:
+            await adapter.aclose()
+    assert raised.value.retryable
+    assert "GetPrices" not in await calls(engine)
