@@ -22,6 +22,7 @@ from resolvers.cart import CartQuery
 from resolvers.catalog import CatalogQuery
 from resolvers.customers import CustomerQuery
 from resolvers.errors import PublicErrors
+from resolvers.execution import LeafFastPathExecutionContext
 from resolvers.offers import OfferMutation
 from resolvers.orders import OrderMutation, OrderQuery
 from resolvers.stores import StoreQuery
@@ -74,4 +75,5 @@ def build_schema() -> strawberry.Schema:
             PublicErrors,
             OperationMetrics,
         ],
+        execution_context_class=LeafFastPathExecutionContext,
     )
