@@ -50,6 +50,7 @@ from gateway.orders.store import IdempotencyKeys, OrderReader
 from gateway.promotions import LoyaltyProgram
 from gateway.security import Channel, ChannelAuthMiddleware, ChannelKeys, CustomerTokens
 from gateway.sourcing import Policy
+from gateway.tiers import KnownTiers
 from resolvers.schema import build_schema
 
 log = logging.getLogger("gateway")
@@ -90,7 +91,7 @@ def create_app(
             program = LoyaltyProgram(
                 config.loyalty.points_per_unit, point, config.loyalty.tier_multipliers
             )
-            cart = CartPricing(rules, program, clock=_now)
+            cart = CartPricing(rules, program, clock=_now, tiers=KnownTiers(database, clock=_now))
             ledger = InventoryLedger(database, clock=_now)
             await _load_stock(ledger, ports)
             orders = _orders(config.orders, database, ledger, cart, directory, ports)

@@ -28,6 +28,7 @@ from gateway.promotions import (
     price_basket,
     variant_offers,
 )
+from gateway.tiers import KnownTiers
 
 log = logging.getLogger(__name__)
 PERSONAL_BOOKS = 256
@@ -86,10 +87,12 @@ class CartPricing:
         rules: PromotionRules,
         program: LoyaltyProgram,
         clock: Callable[[], datetime],
+        tiers: KnownTiers | None = None,
     ) -> None:
         self._rules = rules
         self._program = program
         self._clock = clock
+        self._tiers = tiers
 
     async def price(self, request: CartRequest, loaders: Loaders) -> PricedBasket:
         """The priced cart. Unknown SKUs are left out and reported as problems."""
@@ -108,7 +111,9 @@ class CartPricing:
                 BasketLine(sku, quantity, price.current, product.categories, product.brand)
             )
         currency = lines[0].unit_price.currency if lines else self._program.point_value.currency
-        shopper = await self._shopper(request, loaders)
+        shopper, unreachable = await self._shopper(request, loaders)
+        if unreachable is not None:
+            problems.append(unreachable)
         book = await self._rules.for_customer(request.customer_id, now)
         basket = Basket(currency, tuple(lines))
         priced = price_basket(basket, book, shopper, now, self._program, request.redeem_points)
@@ -119,25 +124,43 @@ class CartPricing:
     ) -> list[VariantOffer]:
         """The promotions on ``line``'s variant on its own, for this customer (or anyone)."""
         now = self._clock()
-        shopper = await self._shopper(CartRequest((), customer_id=customer_id), loaders)
+        shopper, _ = await self._shopper(CartRequest((), customer_id=customer_id), loaders)
         book = await self._rules.for_customer(customer_id, now)
         return variant_offers(line, book, shopper, now)
 
-    async def _shopper(self, request: CartRequest, loaders: Loaders) -> Shopper:
+    async def _shopper(
+        self, request: CartRequest, loaders: Loaders
+    ) -> tuple[Shopper, Problem | None]:
+        """The shopper, and a problem if the loyalty system could not be reached: then the
+        tier last confirmed for the customer stands in (points wait for the loyalty system)."""
         if request.customer_id is None:
-            return Shopper(coupon_codes=request.coupon_codes)
+            return Shopper(coupon_codes=request.coupon_codes), None
+        shopper = Shopper(customer_id=request.customer_id, coupon_codes=request.coupon_codes)
         try:
             account = await loaders.account_by_customer.load(request.customer_id)
         except BackendError as exc:
-            # A quote still prices without the loyalty system; points wait for it.
             log.warning("loyalty unavailable while pricing a cart: %s", exc)
-            account = None
-        return Shopper(
-            customer_id=request.customer_id,
-            tier=None if account is None else account.tier,
-            coupon_codes=request.coupon_codes,
-            points_balance=0 if account is None else account.points,
+            tier, problem = await self._stand_in_tier(request.customer_id)
+            return replace(shopper, tier=tier), problem
+        if account is None:
+            return shopper, None
+        if self._tiers is not None:
+            await self._tiers.remember(request.customer_id, account.tier)
+        return replace(shopper, tier=account.tier, points_balance=account.points), None
+
+    async def _stand_in_tier(self, customer_id: str) -> tuple[str | None, Problem]:
+        recalled = None if self._tiers is None else await self._tiers.recall(customer_id)
+        if recalled is None:
+            message = (
+                "the loyalty system could not be reached and no tier is known for this "
+                "customer: standard prices and the base earn rate were used"
+            )
+            return None, Problem(ProblemCode.LOYALTY_UNAVAILABLE, message)
+        message = (
+            f"the loyalty system could not be reached: priced for tier {recalled.tier}, "
+            f"as last confirmed at {recalled.confirmed_at:%Y-%m-%d %H:%M} UTC"
         )
+        return recalled.tier, Problem(ProblemCode.LOYALTY_UNAVAILABLE, message)
 
 
 def _with_problems(priced: PricedBasket, problems: list[Problem]) -> PricedBasket:

@@ -75,6 +75,7 @@ class ProblemCode(enum.Enum):
     NOT_ENOUGH_POINTS = "NOT_ENOUGH_POINTS"
     POINTS_CAPPED_AT_TOTAL = "POINTS_CAPPED_AT_TOTAL"
     POINTS_NOT_ACCEPTED = "POINTS_NOT_ACCEPTED"
+    LOYALTY_UNAVAILABLE = "LOYALTY_UNAVAILABLE"  # by callers that cannot reach the loyalty system
 
 
 @dataclass(frozen=True, slots=True)
