@@ -48,6 +48,13 @@ UPGRADE_LOCK_KEY = 0x67617465776179  # "gateway"
 CONNECT_TIMEOUT = 10.0
 STATEMENT_TIMEOUT = 30.0
 SQLITE_BUSY_TIMEOUT = 10.0  # how long a writer waits for another's lock
+POOL_RECYCLE = 1800.0  # a pooled PostgreSQL connection is replaced once it is this old
+# PostgreSQL connections per process: POOL_SIZE stay open, enough for the requests a process
+# admits at once (16 by default) plus the outbox worker's, so that a busy process does not open
+# and close a connection per order; POOL_OVERFLOW more are opened at peaks and closed again
+# when they come back to a full pool.
+POOL_SIZE = 20
+POOL_OVERFLOW = 5
 
 
 class UtcDateTime(TypeDecorator[datetime]):
@@ -169,18 +176,38 @@ def create_engine(url: str) -> AsyncEngine:
     """A pooled async engine for ``url`` (PostgreSQL via asyncpg, or SQLite via aiosqlite), with
     connect and statement timeouts. Call ``await engine.dispose()`` when done.
 
+    PostgreSQL connections are not pinged when taken from the pool (a ping costs three round
+    trips): a connection that broke meanwhile (the server restarted, an idle connection was
+    cut) fails the one statement that finds out, SQLAlchemy recognises the disconnect and
+    discards that connection and every pooled one opened before it, and the next statement runs
+    on a new connection. The request that met the broken connection fails; a retry succeeds.
+    Connections are also replaced after ``POOL_RECYCLE`` seconds.
+
     On SQLite every transaction takes the write lock when it begins (``BEGIN IMMEDIATE``), so
     concurrent read-then-write transactions queue for up to ``SQLITE_BUSY_TIMEOUT`` instead of
     failing with "database is locked" halfway; keep transactions short."""
     return _engine(url)
 
 
+def autocommit(engine: AsyncEngine) -> AsyncEngine:
+    """``engine`` for work that is one statement at a time, each atomic on its own (a single
+    read, insert or conditional update): on PostgreSQL its connections run in autocommit mode,
+    which saves the round trips of BEGIN and COMMIT or ROLLBACK around every statement; on
+    SQLite it is ``engine`` itself, whose transactions serialise the writers. Share one per
+    service (each call makes a new view over the same pool)."""
+    if engine.dialect.name == "postgresql":
+        return engine.execution_options(isolation_level="AUTOCOMMIT")
+    return engine
+
+
 def _engine(url: str, *, pooled: bool = True) -> AsyncEngine:
     parsed = make_url(url)
-    pool = {} if pooled else {"poolclass": NullPool}
+    pool: dict[str, object] = {} if pooled else {"poolclass": NullPool}
     if parsed.get_backend_name() != "sqlite":
+        if pooled:
+            pool = {"pool_size": POOL_SIZE, "max_overflow": POOL_OVERFLOW}
         timeouts = {"timeout": CONNECT_TIMEOUT, "command_timeout": STATEMENT_TIMEOUT}
-        return create_async_engine(parsed, connect_args=timeouts, pool_pre_ping=True, **pool)
+        return create_async_engine(parsed, connect_args=timeouts, pool_recycle=POOL_RECYCLE, **pool)
     engine = create_async_engine(parsed, connect_args={"timeout": SQLITE_BUSY_TIMEOUT}, **pool)
     _use_real_sqlite_transactions(engine)
     return engine

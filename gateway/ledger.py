@@ -15,14 +15,14 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from sqlalchemy import Table, case, func, select, tuple_, update
+from sqlalchemy import Table, bindparam, case, func, select, tuple_, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import InterfaceError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from adapters.ports import BackendError, InventoryPort, Location, LocationKind, StockLevel
 from gateway.availability import available_to_promise
-from gateway.db import inventory_positions, ledger_state
+from gateway.db import UtcDateTime, autocommit, inventory_positions, ledger_state
 
 log = logging.getLogger(__name__)
 
@@ -44,6 +44,27 @@ _position_columns = (
     _positions.c.on_hand,
     _positions.c.reserved,
     _positions.c.safety_stock,
+)
+
+# Built once: a statement object reused keeps its compiled form in SQLAlchemy's cache without
+# being rebuilt and re-keyed for every order.
+_HOLD = (
+    update(_positions)
+    .where(
+        _positions.c.location_id == bindparam("hold_location_id"),
+        _positions.c.sku == bindparam("hold_sku"),
+        _positions.c.on_hand - _positions.c.reserved - _positions.c.safety_stock
+        >= bindparam("hold_quantity"),
+    )
+    .values(
+        reserved=_positions.c.reserved + bindparam("hold_quantity"),
+        updated_at=bindparam("hold_at", type_=UtcDateTime()),
+    )
+)
+_POSITIONS = (
+    select(*_position_columns)
+    .where(_positions.c.sku.in_(bindparam("skus", expanding=True)))
+    .order_by(_positions.c.sku, _positions.c.location_id)
 )
 
 
@@ -109,6 +130,7 @@ class InventoryLedger:
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
     ) -> None:
         self._engine = engine
+        self._statements = autocommit(engine)
         self._policy = safety_stock
         self._clock = clock
         self._safety_applied: dict[str, int] | None = None
@@ -118,15 +140,13 @@ class InventoryLedger:
         position are absent. One query per ``SKUS_PER_QUERY`` distinct SKUs."""
         keys = sorted(set(skus))
         found: dict[str, list[Position]] = {}
-        async with self._engine.connect() as connection:
+        if not keys:
+            return found
+        async with self._statements.connect() as connection:
             for start in range(0, len(keys), SKUS_PER_QUERY):
-                chunk = keys[start : start + SKUS_PER_QUERY]
-                query = (
-                    select(*_position_columns)
-                    .where(_positions.c.sku.in_(chunk))
-                    .order_by(_positions.c.sku, _positions.c.location_id)
-                )
-                for sku, location_id, on_hand, reserved, safety in await connection.execute(query):
+                chunk = {"skus": keys[start : start + SKUS_PER_QUERY]}
+                rows = await connection.execute(_POSITIONS, chunk)
+                for sku, location_id, on_hand, reserved, safety in rows:
                     position = Position(sku, location_id, on_hand, reserved, safety)
                     found.setdefault(sku, []).append(position)
         return found
@@ -147,17 +167,13 @@ class InventoryLedger:
         now = self._clock()
         shortfalls: list[Shortfall] = []
         for (location_id, sku), quantity in _merged(items):
-            statement = (
-                update(_positions)
-                .where(
-                    _positions.c.location_id == location_id,
-                    _positions.c.sku == sku,
-                    _positions.c.on_hand - _positions.c.reserved - _positions.c.safety_stock
-                    >= quantity,
-                )
-                .values(reserved=_positions.c.reserved + quantity, updated_at=now)
-            )
-            if (await connection.execute(statement)).rowcount == 0:
+            hold = {
+                "hold_location_id": location_id,
+                "hold_sku": sku,
+                "hold_quantity": quantity,
+                "hold_at": now,
+            }
+            if (await connection.execute(_HOLD, hold)).rowcount == 0:
                 available = await _available(connection, location_id, sku)
                 shortfalls.append(Shortfall(location_id, sku, quantity, available))
         return shortfalls
@@ -302,7 +318,7 @@ class InventoryLedger:
 
     async def _stored_cursor(self) -> str | None:
         query = select(ledger_state.c.value).where(ledger_state.c.name == CURSOR)
-        async with self._engine.connect() as connection:
+        async with self._statements.connect() as connection:
             return (await connection.execute(query)).scalar_one_or_none()
 
     async def _apply_page(

@@ -11,8 +11,9 @@ import logging
 from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime
 from decimal import Decimal
+from typing import Any
 
-from sqlalchemy import Row, case, select, update
+from sqlalchemy import Row, bindparam, case, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from adapters.ports import (
@@ -24,6 +25,7 @@ from adapters.ports import (
     OrderLineSubmission,
     OrderSubmission,
 )
+from gateway.db import UtcDateTime
 from gateway.orders.outbox import (
     Delivered,
     Effect,
@@ -81,40 +83,79 @@ async def submit_order(
     return Delivered(effect=_receipt_recorder(message.order_id, receipt, clock))
 
 
+_SUBMITTED = (
+    update(orders)
+    .where(orders.c.id == bindparam("order_id"))
+    .values(
+        status=case(
+            (orders.c.status == OrderStatus.ACCEPTED.value, OrderStatus.SUBMITTED.value),
+            else_=orders.c.status,
+        ),
+        oms_order_number=bindparam("oms_order_number"),
+        updated_at=bindparam("submitted_at", type_=UtcDateTime()),
+    )
+)
+
+
 def _receipt_recorder(order_id: str, receipt: OmsReceipt, clock: Clock) -> Effect:
     async def record(connection: AsyncConnection) -> None:
-        accepted, submitted = OrderStatus.ACCEPTED.value, OrderStatus.SUBMITTED.value
-        status = case((orders.c.status == accepted, submitted), else_=orders.c.status)
-        await connection.execute(
-            update(orders)
-            .where(orders.c.id == order_id)
-            .values(status=status, oms_order_number=receipt.oms_order_number, updated_at=clock())
-        )
+        values = {
+            "order_id": order_id,
+            "oms_order_number": receipt.oms_order_number,
+            "submitted_at": clock(),
+        }
+        await connection.execute(_SUBMITTED, values)
 
     return record
+
+
+_SUBMISSION = (
+    select(
+        orders.c.channel,
+        orders.c.customer_id,
+        orders.c.fulfillment,
+        orders.c.currency,
+        orders.c.total,
+        orders.c.placed_at,
+        orders.c.destination,
+        order_lines.c.order_id,
+        order_lines.c.sku,
+        order_lines.c.quantity,
+        order_lines.c.unit_price,
+        order_lines.c.line_total,
+        order_allocations.c.location_id,
+        order_allocations.c.quantity.label("allocated"),
+    )
+    .select_from(
+        orders.outerjoin(order_lines, order_lines.c.order_id == orders.c.id).outerjoin(
+            order_allocations,
+            (order_allocations.c.order_id == order_lines.c.order_id)
+            & (order_allocations.c.sku == order_lines.c.sku),
+        )
+    )
+    .where(orders.c.id == bindparam("order_id"))
+    .order_by(order_lines.c.line_no, order_allocations.c.location_id)
+)
 
 
 async def load_submission(connection: AsyncConnection, order_id: str) -> OrderSubmission:
     """The stored order as the OMS is to receive it: one submission line per allocation (line
     order, then location), each with its share of the line's total. Raises LookupError for an
-    unknown order and ValueError for one whose allocations do not cover its lines."""
-    order = (await connection.execute(select(orders).where(orders.c.id == order_id))).first()
-    if order is None:
+    unknown order and ValueError for one whose allocations do not cover its lines. One query:
+    the order joined with its lines and their allocations."""
+    rows = (await connection.execute(_SUBMISSION, {"order_id": order_id})).all()
+    if not rows:
         raise LookupError(f"no order {order_id}")
-    lines = await connection.execute(
-        select(order_lines).where(order_lines.c.order_id == order_id).order_by("line_no")
-    )
-    allocations = await connection.execute(
-        select(order_allocations)
-        .where(order_allocations.c.order_id == order_id)
-        .order_by("location_id")
-    )
-    by_sku: dict[str, list[Row[tuple[object, ...]]]] = {}
-    for allocation in allocations:
-        by_sku.setdefault(allocation.sku, []).append(allocation)
+    order = rows[0]
     currency: str = order.currency
+    by_line: dict[str, list[Row[*tuple[Any, ...]]]] = {}
+    for row in rows:
+        if row.sku is not None:
+            by_line.setdefault(row.sku, []).append(row)
     submitted = [
-        part for line in lines for part in _split_line(line, by_sku.get(line.sku, []), currency)
+        part
+        for parts in by_line.values()
+        for part in _split_line(parts[0], [p for p in parts if p.location_id is not None], currency)
     ]
     return OrderSubmission(
         order_id=order_id,
@@ -129,11 +170,11 @@ async def load_submission(connection: AsyncConnection, order_id: str) -> OrderSu
 
 
 def _split_line(
-    line: Row[tuple[object, ...]], allocations: Sequence[Row[tuple[object, ...]]], currency: str
+    line: Row[*tuple[Any, ...]], allocations: Sequence[Row[*tuple[Any, ...]]], currency: str
 ) -> list[OrderLineSubmission]:
     """One order line as one submission line per allocation. The line's total is split over
     them by quantity, exactly to the minor unit (largest remainder), so the parts add up."""
-    quantities = [int(allocation.quantity) for allocation in allocations]
+    quantities = [int(allocation.allocated) for allocation in allocations]
     if sum(quantities) != line.quantity:
         raise ValueError(
             f"order {line.order_id}: {line.sku} has {sum(quantities)} units allocated"

@@ -21,10 +21,11 @@ from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
-from sqlalchemy import RowMapping, func, insert, select, update
+from sqlalchemy import RowMapping, Update, bindparam, func, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from adapters.ports import BackendError, BackendRejected
+from gateway.db import UtcDateTime, autocommit
 from gateway.orders.tables import outbox
 
 log = logging.getLogger(__name__)
@@ -119,8 +120,28 @@ class Delivered:
 
 Handler = Callable[[OutboxMessage, AsyncEngine], Awaitable[Delivered]]
 """Delivers one message. It may read what it needs through the engine in short connections of
-its own, must call the remote system with no transaction open, and leaves its local writes to
-the returned ``Delivered.effect``. Raising means "not delivered, try again later"."""
+its own (each statement runs on its own there: see ``gateway.db.autocommit``), must call the
+remote system with no transaction open, and leaves its local writes to the returned
+``Delivered.effect``. Raising means "not delivered, try again later"."""
+
+
+# Built once: statement objects reused keep their compiled form in SQLAlchemy's cache without
+# being rebuilt and re-keyed for every message.
+_INSERT = insert(outbox)
+_mine = (outbox.c.id == bindparam("message_id"), outbox.c.delivered_at.is_(None))
+_DELIVERED = (
+    update(outbox).where(*_mine).values(delivered_at=bindparam("delivered_at", type_=UtcDateTime()))
+)
+_DELIVERED_WITH_NOTE = _DELIVERED.values(last_error=bindparam("note"))
+_FAILED = (
+    update(outbox)
+    .where(*_mine)
+    .values(
+        attempts=outbox.c.attempts + 1,
+        last_error=bindparam("error"),
+        next_attempt_at=bindparam("retry_at", type_=UtcDateTime()),
+    )
+)
 
 
 async def enqueue(
@@ -151,7 +172,7 @@ async def enqueue_many(
         for message in messages
     ]
     if rows:
-        await connection.execute(insert(outbox), rows)
+        await connection.execute(_INSERT, rows)
 
 
 @dataclass(frozen=True, slots=True)
@@ -188,12 +209,13 @@ class Backoff:
 class OutboxWorker:
     """Delivers due outbox messages through ``handlers``, at least once each.
 
-    A round (``run_once``) first claims up to ``batch`` due messages in one short transaction:
-    it selects them in id order and moves their ``next_attempt_at`` a ``lease`` ahead, so no
-    other worker takes them while this one delivers. On PostgreSQL the select skips rows another
-    worker has locked (``FOR UPDATE SKIP LOCKED``), so workers in several gateway processes never
-    claim the same row; on SQLite the write lock each transaction takes does the same. A worker
-    that dies after claiming leaves its lease to run out, and then another delivers the message.
+    A round (``run_once``) first claims up to ``batch`` due messages in one statement: it
+    selects them in id order and moves their ``next_attempt_at`` a ``lease`` ahead, so no other
+    worker takes them while this one delivers. On PostgreSQL the select skips rows another
+    worker is claiming (``FOR UPDATE SKIP LOCKED``), so workers in several gateway processes
+    never claim the same row; on SQLite the write lock each transaction takes does the same. A
+    worker that dies after claiming leaves its lease to run out, and then another delivers the
+    message. An idle worker costs one such statement per ``idle_interval``.
 
     Then it delivers the claimed messages concurrently (``concurrency`` at a time), with no
     transaction open while a remote system is called. A handler that takes longer than the lease
@@ -226,6 +248,7 @@ class OutboxWorker:
         if batch < 1 or concurrency < 1 or lease <= timedelta(0):
             raise ValueError("batch and concurrency must be at least 1, lease positive")
         self._engine = engine
+        self._statements = autocommit(engine)
         self._handlers = dict(handlers)
         self._clock = clock
         self._batch = batch
@@ -234,6 +257,7 @@ class OutboxWorker:
         self._backoff = backoff
         self._concurrency = concurrency
         self._spread = spread
+        self._claim_due = _claim_statement([kind.value for kind in self._handlers], batch)
 
     async def run(self, stop: asyncio.Event) -> None:
         """Deliver rounds until ``stop`` is set, pausing ``idle_interval`` after a round that
@@ -254,26 +278,13 @@ class OutboxWorker:
         return await self.deliver(await self.claim())
 
     async def claim(self) -> list[OutboxMessage]:
-        """Take up to ``batch`` due messages for one lease, oldest first (see the class)."""
+        """Take up to ``batch`` due messages for one lease, oldest first (see the class): one
+        UPDATE that selects and leases them at once."""
         now = self._clock()
-        query = (
-            select(
-                outbox.c.id, outbox.c.kind, outbox.c.order_id, outbox.c.payload, outbox.c.attempts
-            )
-            .where(outbox.c.delivered_at.is_(None), outbox.c.next_attempt_at <= now)
-            .where(outbox.c.kind.in_([kind.value for kind in self._handlers]))
-            .order_by(outbox.c.id)
-            .limit(self._batch)
-        )
-        async with self._engine.begin() as connection:
-            if connection.dialect.name == "postgresql":
-                query = query.with_for_update(skip_locked=True)
-            rows = (await connection.execute(query)).mappings().all()
-            if rows:
-                claimed = outbox.c.id.in_([row["id"] for row in rows])
-                lease = update(outbox).where(claimed).values(next_attempt_at=now + self._lease)
-                await connection.execute(lease)
-        return [_message(row) for row in rows]
+        times = {"now": now, "lease_until": now + self._lease}
+        async with self._statements.begin() as connection:
+            rows = (await connection.execute(self._claim_due, times)).mappings().all()
+        return sorted((_message(row) for row in rows), key=lambda message: message.id)
 
     async def deliver(self, messages: Sequence[OutboxMessage]) -> int:
         """Deliver claimed ``messages`` concurrently; returns how many were marked delivered."""
@@ -294,26 +305,29 @@ class OutboxWorker:
     async def pending(self) -> int:
         """How many messages are not delivered yet (due or not)."""
         query = select(func.count()).select_from(outbox).where(outbox.c.delivered_at.is_(None))
-        async with self._engine.connect() as connection:
+        async with self._statements.connect() as connection:
             count: int = (await connection.execute(query)).scalar_one()
         return count
 
     async def _deliver(self, message: OutboxMessage) -> bool:
         try:
             async with asyncio.timeout(self._lease.total_seconds()):
-                delivered = await self._handlers[message.kind](message, self._engine)
+                delivered = await self._handlers[message.kind](message, self._statements)
             return await self._finish(message, delivered)
         except Exception as exc:  # whatever failed, the message stays and is retried later
             await self._fail(message, exc)
             return False
 
     async def _finish(self, message: OutboxMessage, delivered: Delivered) -> bool:
-        values: dict[str, object] = {"delivered_at": self._clock()}
+        values: dict[str, object] = {"message_id": message.id, "delivered_at": self._clock()}
+        statement = _DELIVERED
         if delivered.note is not None:
-            values["last_error"] = _clipped(delivered.note)
-        mine = outbox.c.id == message.id, outbox.c.delivered_at.is_(None)
-        async with self._engine.begin() as connection:
-            marked = await connection.execute(update(outbox).where(*mine).values(**values))
+            statement = _DELIVERED_WITH_NOTE
+            values["note"] = _clipped(delivered.note)
+        # Without an effect the mark is a single statement, atomic on its own.
+        engine = self._statements if delivered.effect is None else self._engine
+        async with engine.begin() as connection:
+            marked = await connection.execute(statement, values)
             if marked.rowcount != 1:
                 return False  # another worker delivered it after our lease ran out
             if delivered.effect is not None:
@@ -324,13 +338,12 @@ class OutboxWorker:
         attempts = message.attempts + 1
         wait = self._wait_after(message, error, attempts)
         values = {
-            "attempts": outbox.c.attempts + 1,
-            "last_error": _clipped(f"{error.__class__.__name__}: {error}"),
-            "next_attempt_at": self._clock() + wait,
+            "message_id": message.id,
+            "error": _clipped(f"{error.__class__.__name__}: {error}"),
+            "retry_at": self._clock() + wait,
         }
-        mine = outbox.c.id == message.id, outbox.c.delivered_at.is_(None)
-        async with self._engine.begin() as connection:
-            await connection.execute(update(outbox).where(*mine).values(**values))
+        async with self._statements.begin() as connection:
+            await connection.execute(_FAILED, values)
 
     def _wait_after(self, message: OutboxMessage, error: Exception, attempts: int) -> timedelta:
         """Log the failure as it deserves and say how long the message waits."""
@@ -346,6 +359,31 @@ class OutboxWorker:
         else:
             log.error("%s failed unexpectedly, attempt %d", where, attempts, exc_info=error)
         return self._backoff.delay(attempts, spread)
+
+
+def _claim_statement(kinds: Sequence[str], batch: int) -> Update:
+    """Lease the oldest ``batch`` due messages of ``kinds`` and return them. On PostgreSQL the
+    inner select skips rows another worker's claim holds (``FOR UPDATE SKIP LOCKED``); SQLite
+    has no row locks (its writers take turns on the database) and renders no locking clause."""
+    due = (
+        select(outbox.c.id)
+        .where(
+            outbox.c.delivered_at.is_(None),
+            outbox.c.next_attempt_at <= bindparam("now", type_=UtcDateTime()),
+            outbox.c.kind.in_(kinds),
+        )
+        .order_by(outbox.c.id)
+        .limit(batch)
+        .with_for_update(skip_locked=True)
+    )
+    return (
+        update(outbox)
+        .where(outbox.c.id.in_(due))
+        .values(next_attempt_at=bindparam("lease_until", type_=UtcDateTime()))
+        .returning(
+            outbox.c.id, outbox.c.kind, outbox.c.order_id, outbox.c.payload, outbox.c.attempts
+        )
+    )
 
 
 def _message(row: RowMapping) -> OutboxMessage:

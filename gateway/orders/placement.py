@@ -44,7 +44,7 @@ from gateway.ledger import InventoryLedger, Reservation, Shortfall
 from gateway.loaders import Loaders
 from gateway.locations import LocationDirectory
 from gateway.offers import CouponUsage
-from gateway.orders.outbox import MessageKind, enqueue
+from gateway.orders.outbox import MessageKind, NewMessage, enqueue, enqueue_many
 from gateway.orders.store import (
     ClaimState,
     Destination,
@@ -52,6 +52,7 @@ from gateway.orders.store import (
     NewOrder,
     Order,
     OrderReader,
+    accepted,
     insert_order,
 )
 from gateway.promotions import PricedBasket, ProblemCode
@@ -468,21 +469,26 @@ class OrderService:
                         [OrderError(ErrorCode.COUPON_LIMIT_REACHED, message, "couponCodes")]
                     )
             await insert_order(connection, new)
-            await enqueue(connection, MessageKind.OMS_SUBMIT, order_id, {}, now)
-            if request.customer_id is not None and quote.priced.points_to_earn:
-                payload = {
-                    "customer_id": request.customer_id,
-                    "points": quote.priced.points_to_earn,
-                    "request_id": f"{order_id}:earn",
-                    "reason": f"order {order_id}",
-                }
-                await enqueue(connection, MessageKind.LOYALTY_EARN, order_id, payload, now)
+            await enqueue_many(connection, _messages(order_id, request, quote), now)
             await IdempotencyKeys.complete(connection, request.channel, request.idempotency_key)
-        found = await self._reader.by_ids([order_id])
-        return found[order_id]
+        return accepted(new)
 
 
 # --------------------------------------------------------------------------- helpers
+
+
+def _messages(order_id: str, request: OrderRequest, quote: Quote) -> list[NewMessage]:
+    """What a new order owes other systems: the OMS hand-off, and the points it earns."""
+    messages = [NewMessage(MessageKind.OMS_SUBMIT, order_id)]
+    if request.customer_id is not None and quote.priced.points_to_earn:
+        payload = {
+            "customer_id": request.customer_id,
+            "points": quote.priced.points_to_earn,
+            "request_id": f"{order_id}:earn",
+            "reason": f"order {order_id}",
+        }
+        messages.append(NewMessage(MessageKind.LOYALTY_EARN, order_id, payload))
+    return messages
 
 
 def _check_stores(request: OrderRequest, by_id: Mapping[str, Location]) -> OrderError | None:

@@ -10,15 +10,16 @@ import enum
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import Row, delete, func, insert, select, update
+from sqlalchemy import Row, bindparam, delete, func, insert, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from adapters.ports import Money
+from gateway.db import autocommit
 from gateway.orders.tables import idempotency_keys, order_allocations, order_lines, orders
 from gateway.promotions import PricedBasket
 from gateway.promotions.allocation import allocate
@@ -119,76 +120,135 @@ def line_points(priced: PricedBasket) -> list[int]:
     return [int(share) for share in allocate(Decimal(priced.points_to_earn), weights, ONE)]
 
 
+# Built once: statement objects reused keep their compiled form in SQLAlchemy's cache without
+# being rebuilt and re-keyed for every order.
+_INSERT_ORDER = insert(orders)
+_INSERT_LINES = insert(order_lines)
+_INSERT_ALLOCATIONS = insert(order_allocations)
+
+
 async def insert_order(connection: AsyncConnection, order: NewOrder) -> None:
-    """Write the order, its lines and allocations in the caller's transaction."""
+    """Write the order, its lines and allocations in the caller's transaction (three
+    statements: lines and allocations go in one batch each)."""
     priced = order.priced
     destination = order.destination
-    await connection.execute(
-        insert(orders).values(
-            id=order.id,
-            channel=order.channel,
-            customer_id=order.customer_id,
-            fulfillment=order.fulfillment,
-            store_id=order.store_id,
-            attributed_store_id=order.attributed_store_id,
-            destination=None
-            if destination is None
-            else {
-                "lat": destination.lat,
-                "lon": destination.lon,
-                "postal_code": destination.postal_code,
-            },
-            status=OrderStatus.ACCEPTED.value,
-            currency=priced.currency,
-            subtotal=priced.subtotal.amount,
-            discount_total=priced.discount_total.amount,
-            total=priced.total.amount,
-            points_redeemed=priced.points_redeemed,
-            points_value=priced.points_value.amount,
-            amount_due=priced.amount_due.amount,
-            points_earned=priced.points_to_earn,
-            coupon_codes=list(order.coupon_codes),
-            promotions=[
-                {
-                    "id": applied.id,
-                    "title": applied.title,
-                    "explanation": applied.explanation,
-                    "discount": str(applied.discount.amount),
-                }
-                for applied in priced.applied_promotions
-            ],
-            placed_at=order.placed_at,
-            updated_at=order.placed_at,
-        )
-    )
+    head = {
+        "id": order.id,
+        "channel": order.channel,
+        "customer_id": order.customer_id,
+        "fulfillment": order.fulfillment,
+        "store_id": order.store_id,
+        "attributed_store_id": order.attributed_store_id,
+        "destination": None if destination is None else _destination_json(destination),
+        "status": OrderStatus.ACCEPTED.value,
+        "currency": priced.currency,
+        "subtotal": priced.subtotal.amount,
+        "discount_total": priced.discount_total.amount,
+        "total": priced.total.amount,
+        "points_redeemed": priced.points_redeemed,
+        "points_value": priced.points_value.amount,
+        "amount_due": priced.amount_due.amount,
+        "points_earned": priced.points_to_earn,
+        "coupon_codes": list(order.coupon_codes),
+        "promotions": [
+            {
+                "id": applied.id,
+                "title": applied.title,
+                "explanation": applied.explanation,
+                "discount": str(applied.discount.amount),
+            }
+            for applied in priced.applied_promotions
+        ],
+        "placed_at": order.placed_at,
+        "updated_at": order.placed_at,
+    }
+    await connection.execute(_INSERT_ORDER, head)
     points = line_points(priced)
-    await connection.execute(
-        insert(order_lines),
-        [
-            {
-                "order_id": order.id,
-                "line_no": number,
-                "sku": line.sku,
-                "quantity": line.quantity,
-                "unit_price": line.unit_price.amount,
-                "subtotal": line.subtotal.amount,
-                "line_total": line.line_total.amount,
-                "points_earned": points[number],
-            }
-            for number, line in enumerate(priced.lines)
-        ],
+    lines = [
+        {
+            "order_id": order.id,
+            "line_no": number,
+            "sku": line.sku,
+            "quantity": line.quantity,
+            "unit_price": line.unit_price.amount,
+            "subtotal": line.subtotal.amount,
+            "line_total": line.line_total.amount,
+            "points_earned": points[number],
+        }
+        for number, line in enumerate(priced.lines)
+    ]
+    await connection.execute(_INSERT_LINES, lines)
+    allocations = [
+        {
+            "order_id": order.id,
+            "location_id": allocation.location_id,
+            "sku": allocation.sku,
+            "quantity": allocation.quantity,
+        }
+        for allocation in order.allocations
+    ]
+    await connection.execute(_INSERT_ALLOCATIONS, allocations)
+
+
+def accepted(order: NewOrder) -> Order:
+    """The order exactly as ``load_orders`` reads it back once ``insert_order`` has written it
+    (and nothing has changed it since): no need to read what the transaction just wrote."""
+    priced = order.priced
+    currency = priced.currency
+
+    def money(value: Decimal) -> Money:
+        return _money(value, currency)
+
+    zero = money(Decimal(0))
+    points = line_points(priced)
+    lines = tuple(
+        OrderLine(
+            sku=line.sku,
+            quantity=line.quantity,
+            unit_price=money(line.unit_price.amount),
+            subtotal=money(line.subtotal.amount),
+            line_total=money(line.line_total.amount),
+            points_earned=points[number],
+            returned_quantity=0,
+            refunded=zero,
+            points_reversed=0,
+        )
+        for number, line in enumerate(priced.lines)
     )
-    await connection.execute(
-        insert(order_allocations),
-        [
-            {
-                "order_id": order.id,
-                "location_id": allocation.location_id,
-                "sku": allocation.sku,
-                "quantity": allocation.quantity,
-            }
-            for allocation in order.allocations
-        ],
+    allocations = tuple(
+        OrderAllocation(allocation.sku, allocation.location_id, allocation.quantity, 0)
+        for allocation in sorted(order.allocations, key=lambda a: (a.location_id, a.sku))
+    )
+    promotions = tuple(
+        OrderPromotion(
+            applied.id, applied.title, applied.explanation, money(applied.discount.amount)
+        )
+        for applied in priced.applied_promotions
+    )
+    placed_at = order.placed_at.astimezone(UTC)
+    return Order(
+        id=order.id,
+        channel=order.channel,
+        customer_id=order.customer_id,
+        fulfillment=order.fulfillment,
+        store_id=order.store_id,
+        attributed_store_id=order.attributed_store_id,
+        destination=order.destination,
+        status=OrderStatus.ACCEPTED,
+        subtotal=money(priced.subtotal.amount),
+        discount_total=money(priced.discount_total.amount),
+        total=money(priced.total.amount),
+        points_redeemed=priced.points_redeemed,
+        points_value=money(priced.points_value.amount),
+        amount_due=money(priced.amount_due.amount),
+        points_earned=priced.points_to_earn,
+        coupon_codes=tuple(order.coupon_codes),
+        promotions=promotions,
+        oms_order_number=None,
+        placed_at=placed_at,
+        updated_at=placed_at,
+        lines=lines,
+        allocations=allocations,
     )
 
 
@@ -236,6 +296,7 @@ class OrderReader:
 
     def __init__(self, engine: AsyncEngine) -> None:
         self._engine = engine
+        self._statements = autocommit(engine)  # for the reads of a single query
 
     async def by_ids(self, order_ids: Sequence[str]) -> dict[str, Order]:
         async with self._engine.connect() as connection:
@@ -264,7 +325,7 @@ class OrderReader:
             .where(orders.c.placed_at >= start, orders.c.status != OrderStatus.CANCELLED.value)
             .group_by(order_allocations.c.location_id)
         )
-        async with self._engine.connect() as connection:
+        async with self._statements.connect() as connection:
             rows = await connection.execute(query)
             return {location: count for location, count in rows}  # noqa: C416
 
@@ -300,7 +361,7 @@ class OrderReader:
         totals: dict[str, tuple[int, Decimal, str | None]] = {
             store: (0, Decimal(0), None) for store in store_ids
         }
-        async with self._engine.connect() as connection:
+        async with self._statements.connect() as connection:
             for row in await connection.execute(query):
                 count, amount, _ = totals[row.attributed_store_id]
                 total = Decimal(str(row.total)) - Decimal(str(row.refunded or 0))
@@ -387,6 +448,14 @@ class Claim:
     order_id: str | None = None
 
 
+_same_key = (idempotency_keys.c.channel == bindparam("key_channel")) & (
+    idempotency_keys.c.key == bindparam("key_key")
+)
+_INSERT_KEY = insert(idempotency_keys)
+_COMPLETE_KEY = update(idempotency_keys).where(_same_key).values(state="DONE")
+_FORGET_KEY = delete(idempotency_keys).where(_same_key, idempotency_keys.c.state != "DONE")
+
+
 class IdempotencyKeys:
     """Idempotency-Key semantics for order placement, per channel.
 
@@ -399,11 +468,14 @@ class IdempotencyKeys:
 
     def __init__(self, engine: AsyncEngine, lease: timedelta = timedelta(seconds=30)) -> None:
         self._engine = engine
+        self._statements = autocommit(engine)
         self._lease = lease
 
     async def claim(
         self, channel: str, key: str, request_hash: str, order_id: str, now: datetime
     ) -> Claim:
+        """A new key is recorded by a single INSERT, committed at once so that a concurrent
+        request with the same key finds it."""
         table = idempotency_keys
         row = {
             "channel": channel,
@@ -415,8 +487,8 @@ class IdempotencyKeys:
             "created_at": now,
         }
         try:
-            async with self._engine.begin() as connection:
-                await connection.execute(insert(table).values(**row))
+            async with self._statements.begin() as connection:
+                await connection.execute(_INSERT_KEY, row)
             return Claim(ClaimState.NEW, order_id)
         except IntegrityError:
             pass
@@ -443,17 +515,9 @@ class IdempotencyKeys:
     @staticmethod
     async def complete(connection: AsyncConnection, channel: str, key: str) -> None:
         """Mark the key done, in the order's transaction."""
-        table = idempotency_keys
-        await connection.execute(
-            update(table).where(table.c.channel == channel, table.c.key == key).values(state="DONE")
-        )
+        await connection.execute(_COMPLETE_KEY, {"key_channel": channel, "key_key": key})
 
     async def forget(self, channel: str, key: str) -> None:
         """Free a key whose request ended without an order, so it may be sent again."""
-        table = idempotency_keys
-        async with self._engine.begin() as connection:
-            await connection.execute(
-                delete(table).where(
-                    table.c.channel == channel, table.c.key == key, table.c.state != "DONE"
-                )
-            )
+        async with self._statements.begin() as connection:
+            await connection.execute(_FORGET_KEY, {"key_channel": channel, "key_key": key})

@@ -16,11 +16,20 @@ import asyncpg
 import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
-from sqlalchemy import Connection, delete, inspect, text
+from sqlalchemy import Connection, delete, func, insert, inspect, make_url, select, text
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from adapters.ports import Coupon, Money, PromotionKind, PromotionRule, PromotionTarget, ValueType
-from gateway.db import coupon_uses, create_engine, head_revision, metadata, personal_offers, upgrade
+from gateway.db import (
+    autocommit,
+    coupon_uses,
+    create_engine,
+    head_revision,
+    metadata,
+    personal_offers,
+    upgrade,
+)
 from gateway.offers import (
     CouponUsage,
     CouponUses,
@@ -169,6 +178,83 @@ async def test_concurrent_upgrades_from_tasks_and_processes_all_succeed(
     assert [process.returncode for process in processes] == [0, 0, 0], failures
     versions, _ = await revisions_and_tables(fresh_database_url)
     assert versions == [head_revision()]
+
+
+# --------------------------------------------------------------------------- connections
+
+
+async def _backend_pid(engine: AsyncEngine) -> int:
+    async with engine.connect() as connection:
+        pid: int = (await connection.execute(text("SELECT pg_backend_pid()"))).scalar_one()
+        await asyncio.sleep(0.05)  # keep it checked out while the others are taken too
+    return pid
+
+
+async def _pid_or_error(engine: AsyncEngine) -> int | DBAPIError:
+    try:
+        return await _backend_pid(engine)
+    except DBAPIError as exc:
+        return exc
+
+
+async def _terminate_connections_to(url: str) -> None:
+    database = make_url(url).database
+    await _admin(
+        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+        f" WHERE datname = '{database}' AND pid <> pg_backend_pid()"
+    )
+
+
+@pytest.mark.postgres
+async def test_connections_the_server_cut_fail_one_statement_at_most_then_the_pool_reconnects(
+    pg_database: str,
+) -> None:
+    # given a pool holding three open connections to PostgreSQL
+    await upgrade(pg_database)
+    engine = create_engine(pg_database)
+    try:
+        before = set(await asyncio.gather(*(_backend_pid(engine) for _ in range(3))))
+
+        # when the server ends them all (a restart, an idle timeout, an operator)
+        await _terminate_connections_to(pg_database)
+
+        # then the next statement either runs or fails as a disconnect, and the pool then
+        # serves statements on new connections only
+        first = await _pid_or_error(engine)
+        after = set(await asyncio.gather(*(_backend_pid(engine) for _ in range(5))))
+    finally:
+        await engine.dispose()
+    assert len(before) == 3
+    if isinstance(first, DBAPIError):
+        assert first.connection_invalidated, first
+    else:
+        assert first not in before
+    assert not after & before
+
+
+@pytest.mark.postgres
+async def test_autocommit_commits_each_statement_on_its_own_on_postgresql(
+    pg_database: str,
+) -> None:
+    # given the engine's autocommit view, and another process's engine
+    await upgrade(pg_database)
+    engine, other = create_engine(pg_database), create_engine(pg_database)
+    statements = autocommit(engine)
+    order_id = f"O-{uuid.uuid4().hex[:12]}"
+    use = {"code": "AUTO", "customer_id": None, "order_id": order_id, "used_at": NOW}
+    count = select(func.count()).select_from(coupon_uses).where(coupon_uses.c.order_id == order_id)
+    try:
+        # when one statement runs on a connection that is still open
+        async with statements.connect() as connection:
+            await connection.execute(insert(coupon_uses), use)
+            async with other.connect() as reader:
+                seen = (await reader.execute(count)).scalar_one()
+    finally:
+        await engine.dispose()
+        await other.dispose()
+
+    # then the other process sees it already: nothing was left to commit
+    assert seen == 1
 
 
 # --------------------------------------------------------------------------- personal offers

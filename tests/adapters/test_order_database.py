@@ -1,0 +1,134 @@
+"""What ``placeOrder`` asks of the gateway's PostgreSQL: the statements of one order, and
+orders after the server cut the gateway's connections. Over real HTTP, on the shared estate."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+from collections import defaultdict
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+
+import pytest
+from sqlalchemy import Connection, event, make_url
+from sqlalchemy.engine import Engine
+
+from legacy.demo import DemoEstate
+from legacy.launcher import RunningEstate
+from tests.adapters.test_gateway_db import _terminate_connections_to
+from tests.api.test_orders import PLACE, _available, _carry_out, _place, _stocked, _store
+from tests.support import ServedGateway, serve_gateway
+
+pytestmark = pytest.mark.postgres
+
+
+@dataclass(frozen=True)
+class Served:
+    gateway: ServedGateway
+    database_url: str
+
+
+@pytest.fixture(scope="module")
+def served(estate: RunningEstate, pg_databases: Callable[[], str]) -> Iterator[Served]:
+    """A gateway of its own over the shared estate, on a PostgreSQL database of its own."""
+    database_url = pg_databases()
+    gateway = serve_gateway(estate, database_url)
+    yield Served(gateway, database_url)
+    gateway.stop()
+
+
+@dataclass(frozen=True)
+class Sent:
+    """One statement: what it does to which table, whether it ran in autocommit mode (a
+    transaction of its own), and the transaction it ran in otherwise."""
+
+    action: str
+    autocommit: bool
+    transaction: object
+
+
+@contextmanager
+def statements_to(database_url: str) -> Iterator[dict[object, list[Sent]]]:
+    """The statements sent to the database at ``database_url`` meanwhile, by the asyncio task
+    that sent them (a request's are all sent by its task)."""
+    database = make_url(database_url).database
+    sent: dict[object, list[Sent]] = defaultdict(list)
+
+    def record(connection: Connection, cursor: object, statement: str, *_: object) -> None:
+        if connection.engine.url.database == database:
+            isolation = connection.get_execution_options().get("isolation_level")
+            action = _action(statement)
+            sent[asyncio.current_task()].append(
+                Sent(action, isolation == "AUTOCOMMIT", connection.get_transaction())
+            )
+
+    event.listen(Engine, "before_cursor_execute", record)
+    try:
+        yield sent
+    finally:
+        event.remove(Engine, "before_cursor_execute", record)
+
+
+def _action(statement: str) -> str:
+    """``INSERT orders``, ``UPDATE inventory_positions``, ``SELECT inventory_positions``..."""
+    verb = statement.split(None, 1)[0].upper()
+    table = re.search(r"\b(?:INTO|UPDATE|FROM)\s+(\w+)", statement, re.IGNORECASE)
+    return f"{verb} {table.group(1) if table else '?'}"
+
+
+def test_a_till_sale_is_two_single_statements_and_one_transaction_of_six(
+    served: Served, truth: DemoEstate
+) -> None:
+    # given a unit on the shelf of a store
+    gateway = served.gateway
+    store = _store(truth)
+    sku = _stocked(gateway, truth, store, 1)
+
+    # when a till sells it, while the statements to the gateway's database are watched
+    with statements_to(served.database_url) as sent:
+        placed = _place(gateway, _carry_out(sku, store))
+
+    # then the request claimed its key and read the positions in one statement each, then
+    # wrote the whole order in one transaction
+    assert placed["order"] is not None
+    (request,) = [task for task in sent.values() if any(s.action == "INSERT orders" for s in task)]
+    assert [(s.action, s.autocommit) for s in request] == [
+        ("INSERT idempotency_keys", True),
+        ("SELECT inventory_positions", True),
+        ("UPDATE inventory_positions", False),
+        ("INSERT orders", False),
+        ("INSERT order_lines", False),
+        ("INSERT order_allocations", False),
+        ("INSERT outbox", False),
+        ("UPDATE idempotency_keys", False),
+    ]
+    assert len({id(s.transaction) for s in request if not s.autocommit}) == 1
+
+
+def test_after_the_server_cut_the_connections_an_order_fails_whole_at_most_and_its_retry_works(
+    served: Served, truth: DemoEstate
+) -> None:
+    # given a store selling a SKU, and an order placed through pooled connections
+    gateway = served.gateway
+    store = _store(truth)
+    sku = _stocked(gateway, truth, store, 2)
+    before = _available(gateway, sku, store)
+    assert _place(gateway, _carry_out(sku, store))["order"] is not None
+
+    # when PostgreSQL ends every connection of the gateway, and an order comes, and comes
+    # again with the same idempotency key (as a client retries)
+    asyncio.run(_terminate_connections_to(served.database_url))
+    order = _carry_out(sku, store)
+    first = gateway.graphql(PLACE, {"input": order}, key="demo-pos").json()
+    retried = _place(gateway, order)
+
+    # then the first try is placed or fails as a whole with an internal error, the retry
+    # gives the order, and the shelf lost the units of exactly two orders
+    if first.get("errors"):
+        assert first["data"] is None
+        assert [e["extensions"]["code"] for e in first["errors"]] == ["INTERNAL_SERVER_ERROR"]
+    else:
+        assert retried["order"]["id"] == first["data"]["placeOrder"]["order"]["id"]
+    assert retried["order"] is not None
+    assert _available(gateway, sku, store) == before - 2
