@@ -160,7 +160,10 @@ inventory_positions = Table(
     Column("erp_updated_at", UtcDateTime()),
     Column("updated_at", UtcDateTime(), nullable=False),
     CheckConstraint("reserved >= 0", name="reserved_not_negative"),
-    Index(None, "sku"),
+    # Covers the listing's read (every location of a SKU, in location order, with the counts).
+    Index(
+        "ix_inventory_positions_by_sku", "sku", "location_id", "on_hand", "reserved", "safety_stock"
+    ),
 )
 
 # Small named values the ledger keeps between runs, e.g. the ERP change feed's cursor.

@@ -14,6 +14,7 @@ import logging
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import NamedTuple
 
 from sqlalchemy import Table, bindparam, case, func, select, tuple_, update
 from sqlalchemy.dialects import postgresql, sqlite
@@ -68,9 +69,9 @@ _POSITIONS = (
 )
 
 
-@dataclass(frozen=True, slots=True)
-class Position:
-    """What one location holds of one SKU, as the ledger sees it."""
+class Position(NamedTuple):
+    """What one location holds of one SKU, as the ledger sees it. A named tuple: a listing
+    reads thousands at a time, and a tuple is made several times faster than a frozen class."""
 
     sku: str
     location_id: str
@@ -146,9 +147,8 @@ class InventoryLedger:
             for start in range(0, len(keys), SKUS_PER_QUERY):
                 chunk = {"skus": keys[start : start + SKUS_PER_QUERY]}
                 rows = await connection.execute(_POSITIONS, chunk)
-                for sku, location_id, on_hand, reserved, safety in rows:
-                    position = Position(sku, location_id, on_hand, reserved, safety)
-                    found.setdefault(sku, []).append(position)
+                for position in map(Position._make, rows):
+                    found.setdefault(position.sku, []).append(position)
         return found
 
     async def reserve(
