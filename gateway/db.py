@@ -48,6 +48,8 @@ UPGRADE_LOCK_KEY = 0x67617465776179  # "gateway"
 CONNECT_TIMEOUT = 10.0
 STATEMENT_TIMEOUT = 30.0
 SQLITE_BUSY_TIMEOUT = 10.0  # how long a writer waits for another's lock
+# Execution option of ``autocommit``'s view of a SQLite engine: begin no transaction.
+SQLITE_STATEMENTS_ONLY = "gateway_sqlite_statements_only"
 POOL_RECYCLE = 1800.0  # a pooled PostgreSQL connection is replaced once it is this old
 # PostgreSQL connections per process: POOL_SIZE stay open, enough for the requests a process
 # admits at once (16 by default) plus the outbox worker's, so that a busy process does not open
@@ -196,11 +198,13 @@ def autocommit(engine: AsyncEngine) -> AsyncEngine:
     """``engine`` for work that is one statement at a time, each atomic on its own (a single
     read, insert or conditional update): on PostgreSQL its connections run in autocommit mode,
     which saves the round trips of BEGIN and COMMIT or ROLLBACK around every statement; on
-    SQLite it is ``engine`` itself, whose transactions serialise the writers. Share one per
-    service (each call makes a new view over the same pool)."""
+    SQLite no transaction is begun, so each statement is its own (SQLite's autocommit): a read
+    does not take the write lock that ``BEGIN IMMEDIATE`` takes, and concurrent readers (a
+    listing's stock) neither queue behind each other nor starve in the busy handler's backoff.
+    Share one per service (each call makes a new view over the same pool)."""
     if engine.dialect.name == "postgresql":
         return engine.execution_options(isolation_level="AUTOCOMMIT")
-    return engine
+    return engine.execution_options(**{SQLITE_STATEMENTS_ONLY: True})
 
 
 def _engine(url: str, *, pooled: bool = True) -> AsyncEngine:
@@ -230,7 +234,8 @@ def _use_real_sqlite_transactions(engine: AsyncEngine) -> None:
 
     @event.listens_for(engine.sync_engine, "begin")
     def on_begin(connection: Connection) -> None:
-        connection.exec_driver_sql("BEGIN IMMEDIATE")
+        if not connection.get_execution_options().get(SQLITE_STATEMENTS_ONLY):
+            connection.exec_driver_sql("BEGIN IMMEDIATE")
 
 
 async def upgrade(url: str) -> None:

@@ -257,6 +257,31 @@ async def test_autocommit_commits_each_statement_on_its_own_on_postgresql(
     assert seen == 1
 
 
+async def test_on_sqlite_statements_read_while_a_writer_holds_the_lock(tmp_path: Path) -> None:
+    # given a SQLite database where one transaction has written and holds the write lock
+    url = f"sqlite+aiosqlite:///{tmp_path}/gateway.sqlite"
+    await upgrade(url)
+    engine = create_engine(url)
+    order_id = f"O-{uuid.uuid4().hex[:12]}"
+    use = {"code": "LOCK", "customer_id": None, "order_id": order_id, "used_at": NOW}
+    count = select(func.count()).select_from(coupon_uses).where(coupon_uses.c.order_id == order_id)
+    try:
+        async with engine.begin() as writer:
+            await writer.execute(insert(coupon_uses), use)
+            # when another connection reads through the autocommit view meanwhile
+            async with autocommit(engine).connect() as reader:
+                during = await asyncio.wait_for(reader.execute(count), timeout=2)
+                seen_during = during.scalar_one()
+        async with autocommit(engine).connect() as reader:
+            seen_after = (await reader.execute(count)).scalar_one()
+    finally:
+        await engine.dispose()
+
+    # then the read neither waits for the lock nor sees the uncommitted row; after, it does
+    assert seen_during == 0
+    assert seen_after == 1
+
+
 # --------------------------------------------------------------------------- personal offers
 
 
