@@ -8,6 +8,7 @@ fault with HTTP 500, except an outage (a plain 503 from its load balancer).
 from __future__ import annotations
 
 import asyncio
+import functools
 import re
 from collections.abc import Awaitable, Mapping, Sequence
 from datetime import UTC, datetime
@@ -161,6 +162,7 @@ async def _all(calls: Sequence[Awaitable[T]]) -> list[T]:
 # --------------------------------------------------------------------------- XML
 
 
+@functools.cache
 def _path(names: str) -> str:
     return "/".join(f"{{{NAMESPACE}}}{name}" for name in names.split("/"))
 

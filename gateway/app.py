@@ -12,6 +12,7 @@ from contextlib import AsyncExitStack, asynccontextmanager
 from datetime import UTC, datetime
 from typing import Any
 
+import orjson
 from sqlalchemy.ext.asyncio import AsyncEngine
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
@@ -198,6 +199,10 @@ async def _background(
 
 
 class GatewayGraphQL(GraphQL[Context, None]):
+    def encode_json(self, data: object) -> bytes:
+        # A listing's answer is tens of kilobytes: orjson writes it in a tenth of the time.
+        return orjson.dumps(data)
+
     async def get_context(
         self, request: Request | WebSocket, response: Response | WebSocket | None
     ) -> Context:
