@@ -652,8 +652,9 @@ def render(run: Run, when: datetime) -> str:
         "orders. Per order sent: CPU time of the gateway processes and of the simulators (from "
         "/proc), PostgreSQL's time executing statements in the gateways' database "
         "(`pg_stat_database.active_time`, lock waits included) and the transactions committed "
-        "there (the outbox's and the stock sync's included; reads end in a rollback and are not "
-        "counted), the pricing engine's calls, and "
+        "there (the outbox's and the stock sync's included; each single statement run in "
+        "autocommit mode, such as the idempotency key's claim and the stock read, counts as "
+        "one), the pricing engine's calls, and "
         "the time the gateways waited for them (their own metrics)."
     )
     lines = [
