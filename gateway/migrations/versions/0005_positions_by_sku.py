@@ -1,6 +1,7 @@
-"""Positions by SKU from the index alone: a listing reads every location's position of each of
-its SKUs, and with the counts in the index that is one ordered range scan per SKU instead of a
-table lookup per row and a sort.
+"""Positions by SKU from a covering index.
+
+A listing reads every location's position of each of its SKUs; with the counts in the index
+that is one ordered range scan per SKU instead of a table lookup per row and a sort.
 
 Revision ID: 0005
 Revises: 0004
