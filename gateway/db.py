@@ -34,6 +34,7 @@ from sqlalchemy import (
     select,
     text,
 )
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine.interfaces import DBAPIConnection
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 from sqlalchemy.pool import ConnectionPoolEntry, NullPool
@@ -205,6 +206,16 @@ def autocommit(engine: AsyncEngine) -> AsyncEngine:
     if engine.dialect.name == "postgresql":
         return engine.execution_options(isolation_level="AUTOCOMMIT")
     return engine.execution_options(**{SQLITE_STATEMENTS_ONLY: True})
+
+
+def upsert_into(dialect: Dialect, table: Table) -> postgresql.Insert | sqlite.Insert:
+    """An INSERT into ``table`` that can take ON CONFLICT (``on_conflict_do_update`` and
+    ``_nothing``), in ``dialect`` (a connection's or engine's ``.dialect``)."""
+    if dialect.name == "postgresql":
+        return postgresql.insert(table)
+    if dialect.name == "sqlite":
+        return sqlite.insert(table)
+    raise ValueError(f"the gateway's database is PostgreSQL or SQLite, not {dialect.name}")
 
 
 def _engine(url: str, *, pooled: bool = True) -> AsyncEngine:

@@ -16,14 +16,14 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import NamedTuple
 
-from sqlalchemy import Table, bindparam, case, func, select, tuple_, update
+from sqlalchemy import bindparam, case, func, select, tuple_, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import InterfaceError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from adapters.ports import BackendError, InventoryPort, Location, LocationKind, StockLevel
 from gateway.availability import available_to_promise
-from gateway.db import UtcDateTime, autocommit, inventory_positions, ledger_state
+from gateway.db import UtcDateTime, autocommit, inventory_positions, ledger_state, upsert_into
 
 log = logging.getLogger(__name__)
 
@@ -400,17 +400,8 @@ def _records(
 
 def _insert(connection: AsyncConnection) -> postgresql.Insert | sqlite.Insert:
     """An INSERT into the positions that can take ON CONFLICT, in the connection's dialect."""
-    return _dialect_insert(connection, inventory_positions)
+    return upsert_into(connection.dialect, inventory_positions)
 
 
 def _state_insert(connection: AsyncConnection) -> postgresql.Insert | sqlite.Insert:
-    return _dialect_insert(connection, ledger_state)
-
-
-def _dialect_insert(connection: AsyncConnection, table: Table) -> postgresql.Insert | sqlite.Insert:
-    dialect = connection.dialect.name
-    if dialect == "postgresql":
-        return postgresql.insert(table)
-    if dialect == "sqlite":
-        return sqlite.insert(table)
-    raise ValueError(f"the gateway's database is PostgreSQL or SQLite, not {dialect}")
+    return upsert_into(connection.dialect, ledger_state)

@@ -12,10 +12,9 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from sqlalchemy import Column, String, Table, select
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from gateway.db import UtcDateTime, metadata
+from gateway.db import UtcDateTime, metadata, upsert_into
 
 # A tier confirmed again after this long is written again, so that its age stays honest.
 REFRESH_AFTER = timedelta(hours=1)
@@ -96,7 +95,7 @@ class KnownTiers:
             self._written.popitem(last=False)
 
     async def _upsert(self, customer_id: str, entry: RecalledTier) -> None:
-        statement = _insert(self._engine).values(
+        statement = upsert_into(self._engine.dialect, loyalty_tiers).values(
             customer_id=customer_id, tier=entry.tier, confirmed_at=entry.confirmed_at
         )
         statement = statement.on_conflict_do_update(
@@ -106,13 +105,3 @@ class KnownTiers:
         )
         async with self._engine.begin() as connection:
             await connection.execute(statement)
-
-
-def _insert(engine: AsyncEngine) -> postgresql.Insert | sqlite.Insert:
-    """An INSERT into ``loyalty_tiers`` that can take ON CONFLICT, in the engine's dialect."""
-    dialect = engine.dialect.name
-    if dialect == "postgresql":
-        return postgresql.insert(loyalty_tiers)
-    if dialect == "sqlite":
-        return sqlite.insert(loyalty_tiers)
-    raise ValueError(f"the gateway's database is PostgreSQL or SQLite, not {dialect}")
