@@ -16,6 +16,7 @@ from urllib.parse import quote
 
 import httpx
 
+from adapters.http import backend_client
 from adapters.ports import (
     BackendError,
     BackendRejected,
@@ -58,13 +59,11 @@ class RestLoyalty:
         max_connections: int = 32,
         transport: httpx.AsyncBaseTransport | None = None,
     ) -> None:
-        self._client = httpx.AsyncClient(
+        self._client = backend_client(
             base_url=base_url,
             headers={API_KEY_HEADER: api_key},
-            timeout=httpx.Timeout(timeout),
-            limits=httpx.Limits(
-                max_connections=max_connections, max_keepalive_connections=max_connections
-            ),
+            timeout=timeout,
+            max_connections=max_connections,
             transport=transport,
         )
         self._max_retries = max_retries

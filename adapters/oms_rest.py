@@ -16,6 +16,7 @@ from urllib.parse import quote
 
 import httpx
 
+from adapters.http import backend_client
 from adapters.ports import (
     BackendError,
     BackendRejected,
@@ -54,13 +55,8 @@ class RestOmsOrderIntake:
         max_connections: int = 16,
         transport: httpx.AsyncBaseTransport | None = None,
     ) -> None:
-        self._client = httpx.AsyncClient(
-            base_url=base_url,
-            timeout=httpx.Timeout(timeout),
-            limits=httpx.Limits(
-                max_connections=max_connections, max_keepalive_connections=max_connections
-            ),
-            transport=transport,
+        self._client = backend_client(
+            base_url=base_url, timeout=timeout, max_connections=max_connections, transport=transport
         )
         # Waiting for a free connection should not eat into a request's own timeout.
         self._slots = asyncio.Semaphore(max_connections)

@@ -19,6 +19,7 @@ from typing import Any, TypeVar
 
 import httpx
 
+from adapters.http import backend_client
 from adapters.ports import (
     Attribute,
     BackendError,
@@ -39,8 +40,6 @@ BATCH_LIMIT = 100  # the PIM answers 400 above this many codes or SKUs per reque
 PAGE_SIZE_LIMIT = 200  # the PIM silently cuts larger pages to this size
 FEED_LIMIT = 1000  # the most change-feed entries the PIM returns per call
 ATTEMPTS = 2  # a GET is safe to repeat once after a 5xx, a 429 or a failed connection
-# Idle connections are dropped before servers commonly drop them (uvicorn and Apache: 5 s).
-KEEPALIVE_EXPIRY = 4.0
 RETRY_DELAY = 0.05  # seconds, unless the PIM says Retry-After (capped at MAX_RETRY_DELAY)
 MAX_RETRY_DELAY = 1.0
 
@@ -80,14 +79,10 @@ class RestPimCatalogue:
         self._assortments = _AssortmentTable(self._read_assortments, assortment_ttl)
         self._locales = (_locale_code(locale), _locale_code(fallback_locale))
         self._requests = asyncio.Semaphore(max_connections)
-        self._client = httpx.AsyncClient(
+        self._client = backend_client(
             base_url=base_url.rstrip("/"),
-            timeout=httpx.Timeout(timeout),
-            limits=httpx.Limits(
-                max_connections=max_connections,
-                max_keepalive_connections=max_connections,
-                keepalive_expiry=KEEPALIVE_EXPIRY,
-            ),
+            timeout=timeout,
+            max_connections=max_connections,
             headers={"Accept": "application/json"},
             transport=transport,
         )

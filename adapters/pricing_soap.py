@@ -18,6 +18,7 @@ from typing import TypeVar
 import httpx
 from lxml import etree
 
+from adapters.http import backend_client
 from adapters.ports import (
     BackendRejected,
     BackendTimedOut,
@@ -38,8 +39,6 @@ MAX_CHANGE_ROWS = 1000
 # that closes an idle keep-alive connection just as a request goes out on it fails that request
 # without having seen it.
 ATTEMPTS = 2
-# Idle connections are dropped before servers commonly drop them (uvicorn and Apache: 5 s).
-KEEPALIVE_EXPIRY = 4.0
 
 T = TypeVar("T")
 _CALLER_FAULTS = frozenset({"Client", "VersionMismatch", "MustUnderstand"})
@@ -76,14 +75,8 @@ class SoapPricing:
     ) -> None:
         self._endpoint = f"{base_url.rstrip('/')}/PricingService"
         self._timeout = httpx.Timeout(timeout)
-        self._client = httpx.AsyncClient(
-            timeout=self._timeout,
-            limits=httpx.Limits(
-                max_connections=max_connections,
-                max_keepalive_connections=max_connections,
-                keepalive_expiry=KEEPALIVE_EXPIRY,
-            ),
-            transport=transport,
+        self._client = backend_client(
+            timeout=timeout, max_connections=max_connections, transport=transport
         )
         self._slots = asyncio.Semaphore(max_concurrency)
 
