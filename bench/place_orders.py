@@ -142,13 +142,14 @@ class Tally:
 class Usage:
     """Cumulative counters: CPU seconds of the gateways and of the simulators, seconds
     PostgreSQL spent executing statements in the run's database and the transactions it
-    committed there, calls the pricing engine served, and backend seconds as the gateways timed
-    them, by backend."""
+    committed there, connections opened to it (the benchmark's own included), calls the
+    pricing engine served, and backend seconds as the gateways timed them, by backend."""
 
     gateways: float
     simulators: float
     postgres: float
     transactions: float
+    sessions: float
     pricing_calls: float
     backends: Mapping[str, float]
 
@@ -159,6 +160,7 @@ class Usage:
             self.simulators - before.simulators,
             self.postgres - before.postgres,
             self.transactions - before.transactions,
+            self.sessions - before.sessions,
             self.pricing_calls - before.pricing_calls,
             {n: self.backends.get(n, 0.0) - before.backends.get(n, 0.0) for n in names},
         )
@@ -383,19 +385,23 @@ async def warm_up(url: str, shop: Shop, orders: int, rng: random.Random) -> None
 # --------------------------------------------------------------------------- measuring
 
 
-async def postgres_activity(database: Database) -> tuple[float, float]:
+async def postgres_activity(database: Database) -> tuple[float, float, float]:
     """Seconds PostgreSQL has spent executing statements in ``database`` (lock waits
-    included) and transactions committed there, from its cumulative statistics (which
-    backends report about once a second)."""
+    included), transactions committed there and sessions opened on it, from its cumulative
+    statistics (which backends report about once a second)."""
     connection = await asyncpg.connect(database.dsn, timeout=10)
     try:
         row = await connection.fetchrow(
-            "SELECT active_time, xact_commit FROM pg_stat_database WHERE datname = $1",
+            "SELECT active_time, xact_commit, sessions FROM pg_stat_database WHERE datname = $1",
             database.name,
         )
     finally:
         await connection.close()
-    return float(row["active_time"] or 0.0) / 1000, float(row["xact_commit"] or 0)
+    return (
+        float(row["active_time"] or 0.0) / 1000,
+        float(row["xact_commit"] or 0),
+        float(row["sessions"] or 0),
+    )
 
 
 async def usage(control: httpx.AsyncClient, bench: Bench) -> Usage:
@@ -407,12 +413,13 @@ async def usage(control: httpx.AsyncClient, bench: Bench) -> Usage:
             name = match["backend"]
             backends[name] = backends.get(name, 0.0) + float(match["value"])
     pricing = (await control.get(f"{bench.estate.urls['pricing']}/_sim/stats")).json()
-    active, transactions = await postgres_activity(bench.database)
+    active, transactions, sessions = await postgres_activity(bench.database)
     return Usage(
         sum(process_cpu_seconds(member.pid) or 0.0 for member in running if member.pid),
         sum(process_cpu_seconds(p.pid) or 0.0 for p in bench.estate.processes.values()),
         active,
         transactions,
+        sessions,
         float(pricing["total"]),
         backends,
     )
@@ -617,8 +624,9 @@ def print_profile(stats: pstats.Stats, tally: Tally, seconds: float) -> None:
 TABLE_HEAD: Final = (
     "| gateway processes | orders placed | errors | orders/s | p50 ms | p99 ms "
     "| gateway CPU ms/order | simulators CPU ms/order | PostgreSQL active ms/order "
-    "| DB commits/order | pricing calls/order | pricing ms/order |\n"
-    "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
+    "| DB commits/order | DB connections opened/1000 orders | pricing calls/order "
+    "| pricing ms/order |\n"
+    "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
 )
 
 
@@ -631,6 +639,7 @@ def _row(phase: Phase) -> str:
         f"| {tally.percentile(50):.1f} | {tally.percentile(99):.1f} "
         f"| {per_order(spent.gateways):.1f} | {per_order(spent.simulators):.1f} "
         f"| {per_order(spent.postgres):.1f} | {spent.transactions / sent:.1f} "
+        f"| {spent.sessions * 1000 / sent:.1f} "
         f"| {spent.pricing_calls / sent:.2f} "
         f"| {per_order(spent.backends.get('pricing', 0.0)):.1f} |"
     )
@@ -654,7 +663,8 @@ def render(run: Run, when: datetime) -> str:
         "(`pg_stat_database.active_time`, lock waits included) and the transactions committed "
         "there (the outbox's and the stock sync's included; each single statement run in "
         "autocommit mode, such as the idempotency key's claim and the stock read, counts as "
-        "one), the pricing engine's calls, and "
+        "one), the connections opened to that database (by the gateways' pools; the "
+        "benchmark's own statistics read included), the pricing engine's calls, and "
         "the time the gateways waited for them (their own metrics)."
     )
     lines = [

@@ -79,7 +79,9 @@ def create_app(
         async with AsyncExitStack() as stack:
             # Every process brings the schema up to date before it serves; they queue safely.
             await upgrade(settings.database_url)
-            database = create_engine(settings.database_url)
+            database = create_engine(
+                settings.database_url, connections=config.limits.database_connections
+            )
             stack.push_async_callback(database.dispose)
             raw = backends or await _build(config.backends, stack)
             ports = _instrumented(raw, metrics)

@@ -15,6 +15,8 @@ from pathlib import Path
 from pydantic import BaseModel, ConfigDict, Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from gateway.db import DEFAULT_CONNECTIONS
+
 DEFAULT_CONFIG = Path("config/demo.toml")
 
 
@@ -104,6 +106,8 @@ class LimitsConfig(_Strict):
 
     max_in_flight: int = Field(default=16, ge=1)
     max_wait: float = Field(default=10.0, gt=0)
+    # PostgreSQL connections this process keeps at most (requests, the outbox, the stock sync).
+    database_connections: int = Field(default=DEFAULT_CONNECTIONS, ge=1)
 
 
 class OrdersConfig(_Strict):

@@ -52,12 +52,12 @@ SQLITE_BUSY_TIMEOUT = 10.0  # how long a writer waits for another's lock
 # Execution option of ``autocommit``'s view of a SQLite engine: begin no transaction.
 SQLITE_STATEMENTS_ONLY = "gateway_sqlite_statements_only"
 POOL_RECYCLE = 1800.0  # a pooled PostgreSQL connection is replaced once it is this old
-# PostgreSQL connections per process: POOL_SIZE stay open, enough for the requests a process
-# admits at once (16 by default) plus the outbox worker's, so that a busy process does not open
-# and close a connection per order; POOL_OVERFLOW more are opened at peaks and closed again
-# when they come back to a full pool.
-POOL_SIZE = 20
-POOL_OVERFLOW = 5
+# PostgreSQL connections a process keeps at most (``limits.database_connections``): the pool
+# opens them as they are needed and keeps them; a caller beyond that waits for one to come back.
+# There is no overflow on top: SQLAlchemy closes an overflow connection as soon as it comes back
+# to a full pool, so a process busy just above its pool size opened and closed a connection
+# every few dozen orders, each costing a backend start and re-preparing every statement.
+DEFAULT_CONNECTIONS = 25
 
 
 class UtcDateTime(TypeDecorator[datetime]):
@@ -178,9 +178,10 @@ ledger_state = Table(
 )
 
 
-def create_engine(url: str) -> AsyncEngine:
+def create_engine(url: str, *, connections: int = DEFAULT_CONNECTIONS) -> AsyncEngine:
     """A pooled async engine for ``url`` (PostgreSQL via asyncpg, or SQLite via aiosqlite), with
-    connect and statement timeouts. Call ``await engine.dispose()`` when done.
+    connect and statement timeouts, holding at most ``connections`` PostgreSQL connections.
+    Call ``await engine.dispose()`` when done.
 
     PostgreSQL connections are not pinged when taken from the pool (a ping costs three round
     trips): a connection that broke meanwhile (the server restarted, an idle connection was
@@ -192,7 +193,9 @@ def create_engine(url: str) -> AsyncEngine:
     On SQLite every transaction takes the write lock when it begins (``BEGIN IMMEDIATE``), so
     concurrent read-then-write transactions queue for up to ``SQLITE_BUSY_TIMEOUT`` instead of
     failing with "database is locked" halfway; keep transactions short."""
-    return _engine(url)
+    if connections < 1:
+        raise ValueError("an engine needs at least one connection")
+    return _engine(url, connections=connections)
 
 
 def autocommit(engine: AsyncEngine) -> AsyncEngine:
@@ -218,12 +221,14 @@ def upsert_into(dialect: Dialect, table: Table) -> postgresql.Insert | sqlite.In
     raise ValueError(f"the gateway's database is PostgreSQL or SQLite, not {dialect.name}")
 
 
-def _engine(url: str, *, pooled: bool = True) -> AsyncEngine:
+def _engine(url: str, *, connections: int | None = DEFAULT_CONNECTIONS) -> AsyncEngine:
+    """Pooled with up to ``connections`` on PostgreSQL (SQLAlchemy's defaults on SQLite), or
+    unpooled when ``connections`` is None."""
     parsed = make_url(url)
-    pool: dict[str, object] = {} if pooled else {"poolclass": NullPool}
+    pool: dict[str, object] = {} if connections else {"poolclass": NullPool}
     if parsed.get_backend_name() != "sqlite":
-        if pooled:
-            pool = {"pool_size": POOL_SIZE, "max_overflow": POOL_OVERFLOW}
+        if connections:
+            pool = {"pool_size": connections, "max_overflow": 0}
         timeouts = {"timeout": CONNECT_TIMEOUT, "command_timeout": STATEMENT_TIMEOUT}
         return create_async_engine(parsed, connect_args=timeouts, pool_recycle=POOL_RECYCLE, **pool)
     engine = create_async_engine(parsed, connect_args={"timeout": SQLITE_BUSY_TIMEOUT}, **pool)
@@ -258,7 +263,7 @@ async def upgrade(url: str) -> None:
     parsed = make_url(url)
     if parsed.get_backend_name() == "sqlite":
         _create_folder(parsed.database)
-    engine = _engine(url, pooled=False)
+    engine = _engine(url, connections=None)
     try:
         async with engine.begin() as connection:
             if connection.dialect.name == "postgresql":

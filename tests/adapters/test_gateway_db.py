@@ -233,6 +233,37 @@ async def test_connections_the_server_cut_fail_one_statement_at_most_then_the_po
 
 
 @pytest.mark.postgres
+async def test_a_busy_pool_keeps_its_connections_and_opens_no_more_than_it_may(
+    pg_database: str,
+) -> None:
+    # given an engine that may hold two connections
+    await upgrade(pg_database)
+    engine = create_engine(pg_database, connections=2)
+
+    async def busy_backend() -> int:
+        async with engine.connect() as connection:
+            pid: int = (
+                await connection.execute(text("SELECT pg_backend_pid() FROM pg_sleep(0.02)"))
+            ).scalar_one()
+        return pid
+
+    try:
+        # when eight statements at a time want one, three times over
+        rounds = [set(await asyncio.gather(*(busy_backend() for _ in range(8)))) for _ in "abc"]
+    finally:
+        await engine.dispose()
+    # then the statements waited their turn on the same two connections: none was opened
+    # for a peak and closed again
+    assert rounds[0] == rounds[1] == rounds[2]
+    assert len(rounds[0]) == 2
+
+
+def test_an_engine_needs_a_connection() -> None:
+    with pytest.raises(ValueError, match="at least one connection"):
+        create_engine("postgresql+asyncpg://nobody@127.0.0.1/none", connections=0)
+
+
+@pytest.mark.postgres
 async def test_autocommit_commits_each_statement_on_its_own_on_postgresql(
     pg_database: str,
 ) -> None:
