@@ -6,6 +6,7 @@ import itertools
 import time
 import uuid
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from decimal import Decimal
 
 import httpx
@@ -325,3 +326,41 @@ def test_a_channel_without_the_orders_scope_cannot_order(
 
     assert body["data"] is None
     assert body["errors"][0]["extensions"]["code"] == "FORBIDDEN"
+
+
+def test_a_coupon_is_used_no_more_often_than_it_may_be_even_at_once(
+    gateway: ServedGateway, truth: DemoEstate
+) -> None:
+    # given a customer who has not used WELCOME10 (10% off, once per customer), and a SKU
+    store = _store(truth)
+    sku = _stocked(gateway, truth, store, 8)
+    before = _available(gateway, sku, store)
+    token = _token("C0041")
+
+    # when four orders by that customer use it at the same moment, each with its own key
+    def attempt(_: int) -> dict:  # type: ignore[type-arg]
+        order = _carry_out(sku, store, 1, couponCodes=["WELCOME10"])
+        return _place(gateway, order, key="demo-web", token=token)
+
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        outcomes = list(pool.map(attempt, range(4)))
+
+    # then one order is accepted with the discount, the others are refused naming the coupon
+    accepted = [o["order"] for o in outcomes if o["order"] is not None]
+    refused = [o["userErrors"] for o in outcomes if o["order"] is None]
+    assert len(accepted) == 1
+    assert Decimal(accepted[0]["discountTotal"]["amount"]) > 0
+    assert [errors[0]["code"] for errors in refused] == ["COUPON_LIMIT_REACHED"] * 3
+    assert all(errors[0]["field"] == "couponCodes" for errors in refused)
+    # and the refused orders reserved nothing
+    assert _available(gateway, sku, store) == before - 1
+
+    # and once the customer has used it, a later order is refused the same way
+    again = _place(
+        gateway,
+        _carry_out(sku, store, 1, couponCodes=["WELCOME10"]),
+        key="demo-web",
+        token=token,
+    )
+    assert again["order"] is None
+    assert again["userErrors"][0]["code"] == "COUPON_LIMIT_REACHED"
