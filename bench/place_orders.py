@@ -54,6 +54,7 @@ import asyncpg  # type: ignore[import-untyped]
 import httpx
 import uvicorn
 
+from adapters.http import backend_client
 from bench.read_listing import process_cpu_seconds
 from bench.report import wrapped, write_section
 from legacy.demo import DemoEstate, generate
@@ -117,10 +118,12 @@ class Shop:
 
 @dataclass(slots=True)
 class Tally:
-    """The answers of one phase: latency of each placed order, and failures by reason."""
+    """The answers of one phase: latency of each placed order, failures by reason, and the CPU
+    seconds the load generator (this process) spent sending them."""
 
     latencies_ms: list[float] = field(default_factory=list)
     failures: Counter[str] = field(default_factory=Counter)
+    client_cpu: float = 0.0
 
     @property
     def placed(self) -> int:
@@ -341,8 +344,9 @@ async def place(client: httpx.AsyncClient, url: str, key: str, order: dict[str, 
 
 
 def http_client(concurrency: int) -> httpx.AsyncClient:
-    limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
-    return httpx.AsyncClient(limits=limits, timeout=REQUEST_TIMEOUT, trust_env=False)
+    """The load generator's client: the gateway's own backend client, which spends a quarter of
+    httpx's default CPU per request (bench.http_client) on the cores the gateways share."""
+    return backend_client(timeout=REQUEST_TIMEOUT, max_connections=concurrency)
 
 
 async def run_phase(
@@ -364,10 +368,11 @@ async def run_phase(
             else:
                 tally.latencies_ms.append((time.perf_counter() - started) * 1000)
 
-    started = time.perf_counter()
+    started, cpu = time.perf_counter(), time.process_time()
     async with http_client(options.concurrency) as client:
         workers = range(options.concurrency)
         await asyncio.gather(*(worker(client, urls[i % len(urls)]) for i in workers))
+    tally.client_cpu = time.process_time() - cpu
     return tally, time.perf_counter() - started
 
 
@@ -623,10 +628,11 @@ def print_profile(stats: pstats.Stats, tally: Tally, seconds: float) -> None:
 
 TABLE_HEAD: Final = (
     "| gateway processes | orders placed | errors | orders/s | p50 ms | p99 ms "
-    "| gateway CPU ms/order | simulators CPU ms/order | PostgreSQL active ms/order "
+    "| gateway CPU ms/order | simulators CPU ms/order | load generator CPU ms/order "
+    "| PostgreSQL active ms/order "
     "| DB commits/order | DB connections opened/1000 orders | pricing calls/order "
     "| pricing ms/order |\n"
-    "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
+    "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
 )
 
 
@@ -638,6 +644,7 @@ def _row(phase: Phase) -> str:
         f"| {phase.processes} | {tally.placed} | {tally.errors} | {phase.per_second:.1f} "
         f"| {tally.percentile(50):.1f} | {tally.percentile(99):.1f} "
         f"| {per_order(spent.gateways):.1f} | {per_order(spent.simulators):.1f} "
+        f"| {per_order(tally.client_cpu):.1f} "
         f"| {per_order(spent.postgres):.1f} | {spent.transactions / sent:.1f} "
         f"| {spent.sessions * 1000 / sent:.1f} "
         f"| {spent.pricing_calls / sent:.2f} "
@@ -659,7 +666,8 @@ def render(run: Run, when: datetime) -> str:
         f"most {options.orders} orders and stops after {options.time_cap:g} s; the second adds a "
         "second gateway process and splits the workers between the two. Latency counts placed "
         "orders. Per order sent: CPU time of the gateway processes and of the simulators (from "
-        "/proc), PostgreSQL's time executing statements in the gateways' database "
+        "/proc) and of the load generator (this process, whose HTTP client is the gateway's "
+        "own backend client), PostgreSQL's time executing statements in the gateways' database "
         "(`pg_stat_database.active_time`, lock waits included) and the transactions committed "
         "there (the outbox's and the stock sync's included; each single statement run in "
         "autocommit mode, such as the idempotency key's claim and the stock read, counts as "
@@ -690,7 +698,7 @@ def _verdict(run: Run) -> list[str]:
     throughput = "met" if two.per_second >= TARGET_PER_SECOND else "not met"
     tail = "met" if two.tally.percentile(99) <= TARGET_P99_MS else "not met"
     oversold = "met" if check.overheld == 0 and check.mismatched == 0 else "NOT MET"
-    cpu_ms = two.per_order_ms(two.usage.gateways + two.usage.simulators)
+    cpu_ms = two.per_order_ms(two.usage.gateways + two.usage.simulators + two.tally.client_cpu)
     cores = os.cpu_count() or 1
     return [
         f"- Target, >= {TARGET_PER_SECOND:g} orders/s with two processes: {throughput} "
@@ -699,13 +707,15 @@ def _verdict(run: Run) -> list[str]:
         f"- Oversell: {oversold}. After the run {check.orders} orders hold {check.reserved} "
         f"units; {check.overheld} positions hold more than on hand less safety stock, and "
         f"{check.mismatched} positions differ from their orders' allocations.",
-        f"- CPU per order with two processes, gateways and simulators: {cpu_ms:.1f} ms "
-        "(PostgreSQL's own not counted), so this machine's "
+        f"- CPU per order with two processes, gateways, simulators and load generator: "
+        f"{cpu_ms:.1f} ms (PostgreSQL's own not counted), so this machine's "
         f"{cores} cores place at most about {cores * 1000 / max(cpu_ms, 0.001):.0f} orders/s, "
         "whatever the concurrency or the number of processes.",
         *(_failures(phase) for phase in run.phases if phase.tally.errors),
         "- Where the gateway's CPU goes: `--profile` runs one phase against a gateway in the "
-        "benchmark's own process under cProfile and prints it by group of code.",
+        "benchmark's own process under cProfile and prints it by group of code; a sampling "
+        "profiler attached to a served gateway (bench/README.md) shows it without cProfile's "
+        "distortion.",
     ]
 
 
