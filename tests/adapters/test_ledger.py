@@ -144,6 +144,12 @@ def stocked_store_row(truth: DemoEstate, at_least: int, skip: int = 0) -> StockR
     return rows[skip]
 
 
+def store_without(truth: DemoEstate, sku: str) -> str:
+    """A store the ERP has never had a stock row of ``sku`` for."""
+    stocked = {row.location_code for row in truth.stock_rows() if row.sku == sku}
+    return next(c for c, kind in kinds(truth).items() if kind == "STORE" and c not in stocked)
+
+
 async def set_available(
     ledger: InventoryLedger, engine: AsyncEngine, row: StockRow, available: int
 ) -> None:
@@ -220,8 +226,7 @@ async def test_a_stock_movement_in_the_erp_updates_on_hand_and_leaves_reserved_a
     await ledger.load_from(inventory)
     row = stocked_store_row(truth, at_least=6)
     assert await place_order(ledger, engine, [Reservation(row.location_code, row.sku, 2)]) == []
-    stocked = {r.location_code for r in truth.stock_rows() if r.sku == row.sku}
-    empty = next(c for c, kind in kinds(truth).items() if kind == "STORE" and c not in stocked)
+    empty = store_without(truth, row.sku)
 
     # when a till sells three units there, a delivery brings four to the other store, and the
     # ledger loads the feed
@@ -430,8 +435,7 @@ async def test_a_restock_adds_on_hand_until_the_erp_reports_its_own_count(
     # given a loaded ledger, a position with units, and a SKU a store has never had
     await ledger.load_from(inventory)
     row = stocked_store_row(truth, at_least=6)
-    stocked = {r.location_code for r in truth.stock_rows() if r.sku == row.sku}
-    store = next(c for c, k in kinds(truth).items() if k == "STORE" and c not in stocked)
+    store = store_without(truth, row.sku)
 
     # when customers return two units at the first store and one at the other
     async with engine.begin() as connection:

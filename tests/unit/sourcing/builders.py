@@ -33,16 +33,8 @@ def store(
     ranged: Iterable[str] | None = None,
 ) -> Candidate:
     """A store that ranges what it stocks unless ``ranged`` says otherwise."""
-    stock = dict(stock or {})
-    return Candidate(
-        location_id=location_id,
-        kind=CandidateKind.STORE,
-        distance_km=distance,
-        capabilities=frozenset(capabilities),
-        remaining_capacity=capacity,
-        cost_weight=cost,
-        atp=stock,
-        ranged=frozenset(stock if ranged is None else ranged),
+    return _candidate(
+        CandidateKind.STORE, location_id, stock, distance, capabilities, capacity, cost, ranged
     )
 
 
@@ -57,16 +49,38 @@ def centre(
     ranged: Iterable[str] | None = None,
 ) -> Candidate:
     """A distribution centre that ranges what it stocks unless ``ranged`` says otherwise."""
-    stock = dict(stock or {})
+    return _candidate(
+        CandidateKind.DISTRIBUTION_CENTER,
+        location_id,
+        stock,
+        distance,
+        capabilities,
+        capacity,
+        cost,
+        ranged,
+    )
+
+
+def _candidate(
+    kind: CandidateKind,
+    location_id: str,
+    stock: Mapping[str, int] | None,
+    distance: float | None,
+    capabilities: Iterable[str],
+    capacity: int,
+    cost: float,
+    ranged: Iterable[str] | None,
+) -> Candidate:
+    atp = dict(stock or {})
     return Candidate(
         location_id=location_id,
-        kind=CandidateKind.DISTRIBUTION_CENTER,
+        kind=kind,
         distance_km=distance,
         capabilities=frozenset(capabilities),
         remaining_capacity=capacity,
         cost_weight=cost,
-        atp=stock,
-        ranged=frozenset(stock if ranged is None else ranged),
+        atp=atp,
+        ranged=frozenset(atp if ranged is None else ranged),
     )
 
 
