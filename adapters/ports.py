@@ -198,11 +198,15 @@ class CataloguePort(Protocol):
 
 @dataclass(frozen=True, slots=True)
 class Price:
+    """``as_of``: when the pricing engine says this price took effect. ``read_at``: when the
+    gateway read it from the engine (set by the gateway's read model; adapters leave it None)."""
+
     sku: str
     current: Money
     compare_at: Money | None
     zone: str
     as_of: datetime
+    read_at: datetime | None = None
 
 
 @runtime_checkable

@@ -49,6 +49,8 @@ from gateway.orders.placement import OrderService
 from gateway.orders.runtime import Orders
 from gateway.orders.store import IdempotencyKeys, OrderReader
 from gateway.promotions import LoyaltyProgram
+from gateway.readmodel import reading
+from gateway.readmodel.responses import Provenance, ResponseCacheMiddleware
 from gateway.security import Channel, ChannelAuthMiddleware, ChannelKeys, CustomerTokens
 from gateway.sourcing import Policy
 from gateway.tiers import KnownTiers
@@ -89,23 +91,36 @@ def create_app(
             await _warm_up(directory)
             point = Money(config.loyalty.point_value, config.loyalty.currency)
             urls = backend_urls(config.backends) if config.backends else {}
+            shared = await reading.build(settings.redis_url, config.read_model, ports, stack)
             offers = PersonalOffers(database, config.loyalty.currency)
-            rules = PromotionRules(ports.promotions, offers)
+            rules = PromotionRules(shared.reads, offers)
             program = LoyaltyProgram(
                 config.loyalty.points_per_unit, point, config.loyalty.tier_multipliers
             )
             cart = CartPricing(rules, program, clock=_now, tiers=KnownTiers(database, clock=_now))
             ledger = InventoryLedger(database, clock=_now)
             await _load_stock(ledger, ports)
-            orders = _orders(config.orders, database, ledger, cart, directory, ports)
-            await _background(stack, config.orders, database, ledger, ports)
+            orders = _orders(config.orders, database, ledger, cart, directory, ports, shared)
+            await _background(stack, config, database, ledger, ports, shared)
             runtime = Runtime(
-                ports, directory, metrics, point, cart, rules, database, offers, orders, ledger
+                ports,
+                directory,
+                metrics,
+                point,
+                cart,
+                rules,
+                database,
+                offers,
+                orders,
+                ledger,
+                shared.reads,
+                shared.bus,
+                shared.responses,
             )
             yield {
                 "runtime": runtime,
                 # Probes are not traffic: they stay out of the backend request metrics.
-                "readiness": Readiness(raw, urls),
+                "readiness": Readiness(raw, urls, redis=shared.link),
             }
 
     graphql = GatewayGraphQL(
@@ -122,6 +137,9 @@ def create_app(
     keys, tokens = ChannelKeys(config.channels), CustomerTokens(config.auth)
     middleware = [
         Middleware(ChannelAuthMiddleware, keys=keys, tokens=tokens),
+        # Hits are answered before admission: they cost microseconds and must not queue
+        # behind slow misses.
+        Middleware(ResponseCacheMiddleware),
         Middleware(
             AdmissionLimit,
             max_in_flight=config.limits.max_in_flight,
@@ -142,6 +160,7 @@ def _orders(
     cart: CartPricing,
     directory: LocationDirectory,
     ports: Backends,
+    shared: reading.SharedReads,
 ) -> Orders:
     policy = Policy(
         max_shipments=config.max_shipments,
@@ -156,7 +175,7 @@ def _orders(
         cart=cart,
         locations=directory,
         loyalty=ports.loyalty,
-        promotions=ports.promotions,
+        promotions=shared.reads,
         coupons=CouponUsage(database, clock=_now),
         keys=IdempotencyKeys(database),
         reader=reader,
@@ -178,17 +197,25 @@ async def _load_stock(ledger: InventoryLedger, ports: Backends) -> None:
 
 async def _background(
     stack: AsyncExitStack,
-    config: OrdersConfig,
+    config: GatewayConfig,
     database: AsyncEngine,
     ledger: InventoryLedger,
     ports: Backends,
+    shared: reading.SharedReads,
 ) -> None:
-    """The stock sync and the outbox worker, stopped (and awaited) when the app stops."""
+    """The change bus, the feeds' followers (the ERP's stock sync among them) and the outbox
+    worker, stopped (and awaited) when the app stops."""
     stop = asyncio.Event()
-    jobs = [ledger.sync_forever(ports.inventory, config.stock_sync_interval, stop)]
-    if config.outbox:
+    jobs = [shared.bus.run(stop)]
+    jobs += [
+        follower.run(stop)
+        for follower in reading.followers_for(config, shared, database, ledger, ports)
+    ]
+    if config.orders.outbox:
         worker = OutboxWorker(
-            database, handlers(ports.orders, ports.loyalty, _now), batch=config.outbox_batch
+            database,
+            handlers(ports.orders, ports.loyalty, _now),
+            batch=config.orders.outbox_batch,
         )
         jobs.append(worker.run(stop))
     tasks = [asyncio.create_task(job) for job in jobs]
@@ -209,6 +236,7 @@ class GatewayGraphQL(GraphQL[Context, None]):
         self, request: Request | WebSocket, response: Response | WebSocket | None
     ) -> Context:
         runtime: Runtime = request.state.runtime
+        provenance = getattr(request.state, "provenance", None) or Provenance()
         return Context(
             request=request,
             response=response if isinstance(response, Response) else None,
@@ -216,7 +244,8 @@ class GatewayGraphQL(GraphQL[Context, None]):
             channel=getattr(request.state, "channel", NO_CHANNEL),
             customer_id=getattr(request.state, "customer_id", None),
             runtime=runtime,
-            loaders=build_loaders(runtime.backends, runtime.ledger),
+            loaders=build_loaders(runtime.backends, runtime.ledger, runtime.reads, provenance),
+            provenance=provenance,
         )
 
 

@@ -41,7 +41,8 @@ class PricingBackend(HttpBackend):
 
 class PromotionsBackend(_Strict):
     folder: Path
-    check_interval: float = Field(default=1.0, ge=0)
+    # How often the folder is looked at for new files (a stat of each, no read).
+    check_interval: float = Field(default=0.2, ge=0)
 
 
 class ErpBackend(_Strict):
@@ -113,13 +114,32 @@ class LimitsConfig(_Strict):
 class OrdersConfig(_Strict):
     """Sourcing policy, and how often stock and the outbox are worked through."""
 
-    stock_sync_interval: float = Field(default=2.0, gt=0)  # seconds between ERP change reads
+    stock_sync_interval: float = Field(default=0.25, gt=0)  # seconds between ERP change reads
     outbox: bool = True  # deliver the outbox from this process
     outbox_batch: int = Field(default=50, ge=1)
     max_shipments: int = Field(default=3, ge=1)
     delivery_radius_km: float = Field(default=25.0, gt=0)
     max_delivery_stores: int = Field(default=2, ge=1)
     pickup_alternatives: int = Field(default=3, ge=0)
+
+
+class ReadModelConfig(_Strict):
+    """The shared read model, the change feeds' followers and the response cache; see
+    docs/read-model.md. Seconds unless named otherwise."""
+
+    enabled: bool = True
+    namespace: str = Field(default="cg", pattern=r"^[A-Za-z0-9_.-]{1,32}$")  # Redis key prefix
+    local_entries: int = Field(default=50_000, ge=1)  # the in-process level's size
+    local_ttl: float = Field(default=300.0, gt=0)
+    shared_ttl: float = Field(default=3600.0, gt=0)
+    degraded_ttl: float = Field(default=5.0, gt=0)  # entries' life while Redis is unreachable
+    redis_timeout: float = Field(default=0.25, gt=0)  # one Redis call, before it counts as down
+    response_cache_megabytes: int = Field(default=64, ge=0)  # 0: no response cache
+    response_ttl: float = Field(default=30.0, gt=0)
+    pim_interval: float = Field(default=0.25, gt=0)  # seconds between reads of each feed
+    pricing_interval: float = Field(default=0.25, gt=0)
+    promotions_interval: float = Field(default=0.25, gt=0)
+    lease_ttl: float = Field(default=3.0, gt=0)  # a dead holder's feed is taken over after this
 
 
 class GatewayConfig(_Strict):
@@ -129,6 +149,7 @@ class GatewayConfig(_Strict):
     loyalty: LoyaltyProgramConfig = LoyaltyProgramConfig()
     limits: LimitsConfig = LimitsConfig()
     orders: OrdersConfig = OrdersConfig()
+    read_model: ReadModelConfig = ReadModelConfig()
 
 
 class Settings(BaseSettings):

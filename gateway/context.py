@@ -19,6 +19,9 @@ from gateway.locations import LocationDirectory
 from gateway.metrics import Metrics
 from gateway.offers import PersonalOffers
 from gateway.orders.runtime import Orders
+from gateway.readmodel.bus import ChangeBus
+from gateway.readmodel.model import ReadModel
+from gateway.readmodel.responses import Provenance, ResponseCache
 from gateway.security import Channel
 
 
@@ -36,6 +39,9 @@ class Runtime:
     offers: PersonalOffers
     orders: Orders
     ledger: InventoryLedger
+    reads: ReadModel
+    bus: ChangeBus
+    responses: ResponseCache | None
 
 
 @dataclass(frozen=True, slots=True)
@@ -46,6 +52,7 @@ class Context:
     customer_id: str | None
     runtime: Runtime
     loaders: Loaders
+    provenance: Provenance
 
 
 Info = strawberry.Info[Context, None]

@@ -33,10 +33,11 @@ from sqlalchemy import (
     make_url,
     select,
     text,
+    update,
 )
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine.interfaces import DBAPIConnection
-from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 from sqlalchemy.pool import ConnectionPoolEntry, NullPool
 from sqlalchemy.types import TypeDecorator, TypeEngine
 
@@ -219,6 +220,29 @@ def upsert_into(dialect: Dialect, table: Table) -> postgresql.Insert | sqlite.In
     if dialect.name == "sqlite":
         return sqlite.insert(table)
     raise ValueError(f"the gateway's database is PostgreSQL or SQLite, not {dialect.name}")
+
+
+async def read_state(engine: AsyncEngine, name: str) -> str | None:
+    """The ``ledger_state`` value stored under ``name`` (a feed's cursor), or None."""
+    query = select(ledger_state.c.value).where(ledger_state.c.name == name)
+    async with engine.connect() as connection:
+        return (await connection.execute(query)).scalar_one_or_none()
+
+
+async def move_state(connection: AsyncConnection, name: str, since: str | None, value: str) -> bool:
+    """Compare and set: store ``value`` under ``name`` only if the stored value is still
+    ``since`` (None: nothing stored yet). True when it was stored."""
+    if since is None:
+        first = upsert_into(connection.dialect, ledger_state).values(name=name, value=value)
+        result = await connection.execute(first.on_conflict_do_nothing(index_elements=["name"]))
+    else:
+        statement = (
+            update(ledger_state)
+            .where(ledger_state.c.name == name, ledger_state.c.value == since)
+            .values(value=value)
+        )
+        result = await connection.execute(statement)
+    return result.rowcount == 1
 
 
 def _engine(url: str, *, connections: int | None = DEFAULT_CONNECTIONS) -> AsyncEngine:

@@ -21,10 +21,11 @@ from starlette.routing import Route
 
 from gateway.backends import Backends
 from gateway.config import BackendsConfig
+from gateway.readmodel.levels import RedisLink
 
 PROBE_KEY: Final = "__probe__"  # a key no system knows: the lookup answers empty, cheaply
 REQUIRED: Final = ("pim", "pricing", "promotions", "erp")
-OPTIONAL: Final = ("loyalty", "oms")
+OPTIONAL: Final = ("loyalty", "oms", "redis")
 ERROR_LENGTH: Final = 200
 
 ReadinessStatus = Literal["ready", "degraded", "unavailable"]
@@ -54,7 +55,8 @@ class BackendStatus:
 
 @dataclass(frozen=True, slots=True)
 class ReadinessReport:
-    """Every backend's probe, in the order pim, pricing, promotions, erp, loyalty, oms."""
+    """Every backend's probe, in the order pim, pricing, promotions, erp, loyalty, oms (and
+    redis, when the gateway has one)."""
 
     backends: tuple[BackendStatus, ...]
 
@@ -88,7 +90,10 @@ class Readiness:
         timeout: float = 1.0,
         cache_seconds: float = 1.0,
         clock: Callable[[], float] = time.monotonic,
+        redis: RedisLink | None = None,
     ) -> None:
+        """``redis``: the shared read model's Redis, when configured; while it is down the
+        gateway serves from each instance's own level and reports ``degraded``."""
         self._probes: dict[str, Callable[[], Awaitable[object]]] = {
             "pim": backends.catalogue.categories,
             "pricing": lambda: backends.prices.prices([PROBE_KEY]),
@@ -97,6 +102,8 @@ class Readiness:
             "loyalty": lambda: backends.loyalty.accounts([PROBE_KEY]),
             "oms": lambda: backends.orders.receipts([PROBE_KEY]),
         }
+        if redis is not None:
+            self._probes["redis"] = redis.client.ping
         self._urls = dict(urls)
         self._timeout = timeout
         self._cache_seconds = cache_seconds

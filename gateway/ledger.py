@@ -23,7 +23,14 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from adapters.ports import BackendError, InventoryPort, Location, LocationKind, StockLevel
 from gateway.availability import available_to_promise
-from gateway.db import UtcDateTime, autocommit, inventory_positions, ledger_state, upsert_into
+from gateway.db import (
+    UtcDateTime,
+    autocommit,
+    inventory_positions,
+    move_state,
+    read_state,
+    upsert_into,
+)
 
 log = logging.getLogger(__name__)
 
@@ -223,10 +230,12 @@ class InventoryLedger:
         )
         await connection.execute(statement)
 
-    async def load_from(self, erp: InventoryPort, page: int = 10_000) -> int:
+    async def load_from(
+        self, erp: InventoryPort, page: int = 10_000, applied_levels: list[StockLevel] | None = None
+    ) -> int:
         """Apply the ERP's stock changes since the stored cursor (all of its stock the first
         time), ``page`` rows per transaction, until a page comes back short. Returns the number
-        of rows applied by this call.
+        of rows applied by this call, and adds them to ``applied_levels`` when given.
 
         On hand, the ERP's timestamp and the location's safety stock are written; ``reserved``
         is never touched. Each page moves the stored cursor in the same transaction as its rows,
@@ -251,6 +260,8 @@ class InventoryLedger:
             if changes.levels:
                 if await self._apply_page(cursor, changes.cursor, changes.levels, safety):
                     applied += len(changes.levels)
+                    if applied_levels is not None:
+                        applied_levels.extend(changes.levels)
                     cursor = changes.cursor
                 else:
                     cursor = await self._stored_cursor()
@@ -317,9 +328,7 @@ class InventoryLedger:
         self._safety_applied = dict(safety)
 
     async def _stored_cursor(self) -> str | None:
-        query = select(ledger_state.c.value).where(ledger_state.c.name == CURSOR)
-        async with self._statements.connect() as connection:
-            return (await connection.execute(query)).scalar_one_or_none()
+        return await read_state(self._statements, CURSOR)
 
     async def _apply_page(
         self,
@@ -331,7 +340,7 @@ class InventoryLedger:
         """Write one page of the feed if the stored cursor is still ``since``; False if another
         process has moved it meanwhile (nothing is written then)."""
         async with self._engine.begin() as connection:
-            if not await _move_cursor(connection, since, cursor):
+            if not await move_state(connection, CURSOR, since, cursor):
                 return False
             records = _records(levels, safety, self._clock())
             statement = _insert(connection)
@@ -363,22 +372,6 @@ async def _available(connection: AsyncConnection, location_id: str, sku: str) ->
     return 0 if row is None else available_to_promise(*row)
 
 
-async def _move_cursor(connection: AsyncConnection, since: str | None, cursor: str) -> bool:
-    """Compare and set: store ``cursor`` only if the stored one is still ``since`` (None: no
-    cursor stored yet)."""
-    if since is None:
-        first = _state_insert(connection).values(name=CURSOR, value=cursor)
-        result = await connection.execute(first.on_conflict_do_nothing(index_elements=["name"]))
-    else:
-        statement = (
-            update(ledger_state)
-            .where(ledger_state.c.name == CURSOR, ledger_state.c.value == since)
-            .values(value=cursor)
-        )
-        result = await connection.execute(statement)
-    return result.rowcount == 1
-
-
 def _records(
     levels: Iterable[StockLevel], safety: Mapping[str, int], now: datetime
 ) -> list[dict[str, object]]:
@@ -401,7 +394,3 @@ def _records(
 def _insert(connection: AsyncConnection) -> postgresql.Insert | sqlite.Insert:
     """An INSERT into the positions that can take ON CONFLICT, in the connection's dialect."""
     return upsert_into(connection.dialect, inventory_positions)
-
-
-def _state_insert(connection: AsyncConnection) -> postgresql.Insert | sqlite.Insert:
-    return upsert_into(connection.dialect, ledger_state)

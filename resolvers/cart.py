@@ -195,5 +195,6 @@ class CartQuery:
     @strawberry.field(description="Prices a basket: identical for every channel.")
     async def cart(self, info: Info, input: CartInput) -> PricedCart:
         request = cart_request(info, input)
-        priced = await info.context.runtime.cart.price(request, info.context.loaders)
+        # Totals a shopper pays are priced on the engine's current prices, never the read model.
+        priced = await info.context.runtime.cart.price(request, info.context.loaders.for_orders())
         return PricedCart.from_domain(priced)

@@ -58,7 +58,13 @@ class AttributeType:
 class PriceType:
     current: MoneyType
     compare_at: MoneyType | None = strawberry.field(description="The price before a reduction.")
-    as_of: datetime
+    as_of: datetime = strawberry.field(
+        description="When the gateway last had this price from the pricing engine: how old it "
+        "may be (changes reach the gateway within about a second)."
+    )
+    valid_from: datetime = strawberry.field(
+        description="When the pricing engine says this price took effect."
+    )
     zone: str = strawberry.field(description="The price zone the price was taken from.")
 
     @classmethod
@@ -67,7 +73,8 @@ class PriceType:
         return cls(
             current=MoneyType.from_domain(price.current),
             compare_at=compare_at,
-            as_of=price.as_of,
+            as_of=price.read_at or price.as_of,
+            valid_from=price.as_of,
             zone=price.zone,
         )
 
@@ -85,9 +92,12 @@ class StoreStockType:
     on_hand: int
     reserved: int
     distance_km: float | None
+    as_of: datetime | None = strawberry.field(
+        description="When these numbers were read from the gateway's inventory ledger."
+    )
 
     @classmethod
-    def from_domain(cls, stock: LocationStock) -> StoreStockType:
+    def from_domain(cls, stock: LocationStock, as_of: datetime | None) -> StoreStockType:
         distance = None if stock.distance_km is None else round(stock.distance_km, 3)
         return cls(
             store=StoreType.from_domain(stock.location, distance),
@@ -95,6 +105,7 @@ class StoreStockType:
             on_hand=stock.on_hand,
             reserved=stock.reserved,
             distance_km=distance,
+            as_of=as_of,
         )
 
 
@@ -165,6 +176,7 @@ class VariantType(relay.Node):
         (price,) = await _prices(info, [self.sku], store_id)
         line = BasketLine(self.sku, 1, price.current, product.categories, product.brand)
         cart = info.context.runtime.cart
+        info.context.provenance.tags.add("promotions")
         offers = await cart.offers_for(line, info.context.customer_id, loaders)
         return [VariantPromotion.from_domain(offer) for offer in offers]
 
@@ -188,7 +200,7 @@ class VariantType(relay.Node):
             return cast(
                 list[StoreStockType], self._availability(info, near, radius, store_ids, count)
             )
-        return self._stock(levels.result(), known, count)
+        return self._stock(info, levels.result(), known, count)
 
     async def _availability(
         self,
@@ -199,13 +211,15 @@ class VariantType(relay.Node):
         first: int,
     ) -> list[StoreStockType]:
         levels = await info.context.loaders.position_by_sku.load(self.sku)
-        return self._stock(levels, await _candidates(info, near, radius_km, store_ids), first)
+        candidates = await _candidates(info, near, radius_km, store_ids)
+        return self._stock(info, levels, candidates, first)
 
     def _stock(
-        self, levels: Sequence[Holding], candidates: Sequence[Candidate], first: int
+        self, info: Info, levels: Sequence[Holding], candidates: Sequence[Candidate], first: int
     ) -> list[StoreStockType]:
         found = stock_at_locations(levels, candidates, self.domain.ranged_at, first)
-        return [StoreStockType.from_domain(stock) for stock in found]
+        as_of = info.context.provenance.stock_read_at
+        return [StoreStockType.from_domain(stock, as_of) for stock in found]
 
     @strawberry.field(description="Units available to promise over every ranged location.")
     def total_available(self, info: Info) -> int:
@@ -375,8 +389,9 @@ class CatalogQuery:
             brand=None if filter is None else filter.brand,
             search=search or None,
         )
-        catalogue = info.context.runtime.backends.catalogue
-        page = await catalogue.list_products(offset, check_first(first), query)
+        page = await info.context.runtime.reads.list_products(offset, check_first(first), query)
+        info.context.provenance.tags.add("listing")
+        info.context.provenance.tag("product:", (product.code for product in page.items))
         for product in page.items:
             info.context.loaders.product_by_code.prime(product.code, product)
         await prefetch_page(info, page.items)

@@ -395,7 +395,8 @@ class OrderQuery:
     )
     async def sourcing_plan(self, info: Info, input: PlaceOrderInput) -> SourcingPlan:
         request = order_request(info, input)
-        result = await info.context.runtime.orders.service.quote(request, info.context.loaders)
+        loaders = info.context.loaders.for_orders()
+        result = await info.context.runtime.orders.service.quote(request, loaders)
         return SourcingPlan.from_domain(result)
 
     @strawberry.field(
@@ -413,7 +414,10 @@ class OrderMutation:
     )
     async def place_order(self, info: Info, input: PlaceOrderInput) -> PlaceOrderPayload:
         request = order_request(info, input)
-        placed = await info.context.runtime.orders.service.place(request, info.context.loaders)
+        loaders = info.context.loaders.for_orders()
+        placed = await info.context.runtime.orders.service.place(request, loaders)
+        if placed.order is not None and not placed.replayed:
+            await stock_moved(info, placed.order)
         return PlaceOrderPayload(
             order=None if placed.order is None else OrderType.from_domain(placed.order),
             user_errors=[OrderUserError.from_domain(error) for error in placed.errors],
@@ -424,9 +428,11 @@ class OrderMutation:
     async def cancel_order(self, info: Info, order_id: strawberry.ID) -> OrderChangePayload:
         if not info.context.channel.allows(ORDER_SCOPE):
             raise user_error("this channel may not change orders", code="FORBIDDEN")
-        if await visible_order(info, str(order_id)) is None:
+        order = await visible_order(info, str(order_id))
+        if order is None:
             return OrderChangePayload.from_domain(_not_found(str(order_id)))
         outcome = await info.context.runtime.orders.changes.cancel(str(order_id))
+        await stock_moved(info, order)
         return OrderChangePayload.from_domain(outcome)
 
     @strawberry.mutation(description="Takes lines back at any store: restocks it, refunds exactly.")
@@ -444,12 +450,20 @@ class OrderMutation:
         store = store_code(store_id)
         if store not in await info.context.runtime.locations.by_id():
             raise user_error(f"unknown store: {store}", code="UNKNOWN_STORE")
-        if await visible_order(info, str(order_id)) is None:
+        order = await visible_order(info, str(order_id))
+        if order is None:
             return OrderChangePayload.from_domain(_not_found(str(order_id)))
         outcome = await info.context.runtime.orders.changes.return_lines(
             str(order_id), [(line.sku, line.quantity) for line in lines], store
         )
+        await stock_moved(info, order)
         return OrderChangePayload.from_domain(outcome)
+
+
+async def stock_moved(info: Info, order: Order) -> None:
+    """Tell every instance that the stock of ``order``'s SKUs moved (a sale, cancel or return)."""
+    skus = {allocation.sku for allocation in order.allocations}
+    await info.context.runtime.bus.publish("ledger", sorted(skus))
 
 
 def _not_found(order_id: str) -> Refusal:

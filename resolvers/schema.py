@@ -7,6 +7,7 @@ import time
 from collections.abc import Iterator
 
 import strawberry
+from graphql import FieldNode, OperationDefinitionNode
 from strawberry import relay
 from strawberry.extensions import (
     AddValidationRules,
@@ -16,8 +17,11 @@ from strawberry.extensions import (
     SchemaExtension,
     ValidationCache,
 )
+from strawberry.types import ExecutionContext
+from strawberry.types.graphql import OperationType
 
 from gateway.context import Context
+from gateway.readmodel.responses import SHAREABLE_ROOT_FIELDS
 from resolvers.cart import CartQuery
 from resolvers.catalog import CatalogQuery
 from resolvers.customers import CustomerQuery
@@ -56,6 +60,31 @@ class OperationMetrics(SchemaExtension):
         )
 
 
+class ShareableAnswers(SchemaExtension):
+    """Marks the answer shareable (for the response cache) when the operation is a query whose
+    root fields are all customer-independent; runs after validation, before execution."""
+
+    def on_execute(self) -> Iterator[None]:
+        context = self.execution_context.context
+        if isinstance(context, Context):
+            context.provenance.shareable = _shareable(self.execution_context)
+        yield  # a resolver of data that no feed follows sets shareable to False meanwhile
+        result = self.execution_context.result
+        if isinstance(context, Context) and (result is None or result.errors):
+            context.provenance.shareable = False
+
+
+def _shareable(execution: ExecutionContext) -> bool:
+    document = execution.graphql_document
+    if document is None or execution.operation_type is not OperationType.QUERY:
+        return False
+    operations = [d for d in document.definitions if isinstance(d, OperationDefinitionNode)]
+    if len(operations) != 1:
+        return False
+    roots = operations[0].selection_set.selections
+    return all(isinstance(s, FieldNode) and s.name.value in SHAREABLE_ROOT_FIELDS for s in roots)
+
+
 @functools.cache  # strawberry's relay node field can be bound to one schema only
 def build_schema() -> strawberry.Schema:
     # The limits' rule classes are made once: the validation cache is keyed by the rules, and
@@ -74,6 +103,7 @@ def build_schema() -> strawberry.Schema:
             lambda: AddValidationRules(limits),
             PublicErrors,
             OperationMetrics,
+            ShareableAnswers,
         ],
         execution_context_class=LeafFastPathExecutionContext,
     )

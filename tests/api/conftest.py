@@ -17,6 +17,14 @@ def gateway(estate: RunningEstate, pg_databases: Callable[[], str]) -> Iterator[
     served.stop()
 
 
+@pytest.fixture
+def cold_gateway(estate: RunningEstate, pg_databases: Callable[[], str]) -> Iterator[ServedGateway]:
+    """A gateway of its own, started for one test: its read model has seen nothing yet."""
+    served = serve_gateway(estate, pg_databases())
+    yield served
+    served.stop()
+
+
 @pytest.fixture(autouse=True)
 def _fresh_estate(estate: RunningEstate) -> None:
     reset_estate(estate)

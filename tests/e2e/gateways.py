@@ -34,8 +34,10 @@ from sqlalchemy.ext.asyncio import create_async_engine
 from sqlalchemy.pool import NullPool
 
 from gateway.serve import demo_backends
+from legacy.demo import DemoEstate
 from legacy.erp import MAX_MOVEMENTS, item_no
-from legacy.launcher import RunningEstate
+from legacy.launcher import HTTP_SYSTEMS, RunningEstate
+from tests.support import POSTGRES_ADMIN_URL, missing_service, start_systems, write_systems
 
 ROOT = Path(__file__).resolve().parents[2]
 DEMO_CONFIG = ROOT / "config" / "demo.toml"
@@ -57,6 +59,7 @@ def gateway_config(
     stock_sync_interval: float = 0.5,
     max_in_flight: int | None = None,
     max_wait: float | None = None,
+    read_model: TomlTable | None = None,
 ) -> TomlTable:
     """The demo config's channels and auth, ``estate`` as the backends (``demo_backends``), and
     the stock synced every ``stock_sync_interval`` seconds. The admission limits stay the
@@ -74,6 +77,7 @@ def gateway_config(
         "backends": dumped,
         "orders": {"stock_sync_interval": stock_sync_interval},
         "limits": {name: value for name, value in limits.items() if value is not None},
+        "read_model": read_model or {},
     }
 
 
@@ -158,6 +162,7 @@ class GatewayFleet:
     database_url: str
     workdir: Path
     members: list[GatewayProcess] = field(default_factory=list)
+    environment: Mapping[str, str] = field(default_factory=dict)  # e.g. REDIS_URL
 
     @property
     def urls(self) -> list[str]:
@@ -212,6 +217,7 @@ class GatewayFleet:
             "GATEWAY_CONFIG": str(self.config),
             "PORT": str(member.port),
             "HOST": "127.0.0.1",
+            **self.environment,
         }
         member.log.parent.mkdir(parents=True, exist_ok=True)
         with member.log.open("ab") as log:
@@ -250,10 +256,14 @@ def _stop(process: subprocess.Popen[bytes] | None) -> None:
 
 @contextlib.contextmanager
 def running_fleet(
-    count: int, config: Path, database_url: str, workdir: Path
+    count: int,
+    config: Path,
+    database_url: str,
+    workdir: Path,
+    environment: Mapping[str, str] | None = None,
 ) -> Iterator[GatewayFleet]:
     """``count`` gateway processes, stopped on the way out whatever happened."""
-    fleet = GatewayFleet(config, database_url, workdir)
+    fleet = GatewayFleet(config, database_url, workdir, environment=dict(environment or {}))
     try:
         fleet.start(count)
         yield fleet
@@ -294,6 +304,25 @@ async def _admin(admin_url: str, statement: str) -> None:
         await connection.execute(statement)
     finally:
         await connection.close()
+
+
+def database_and_estate(
+    stack: contextlib.ExitStack, truth: DemoEstate, root: Path, prefix: str
+) -> tuple[Database, RunningEstate]:
+    """A fresh database (the test is skipped, or fails in CI, without PostgreSQL) and the
+    estate of ``truth`` running under ``root``, both undone by ``stack``."""
+    try:
+        database = stack.enter_context(fresh_database(POSTGRES_ADMIN_URL, prefix))
+    except (OSError, asyncpg.PostgresError) as exc:
+        missing_service(
+            f"PostgreSQL ({exc.__class__.__name__})",
+            "pg_ctlcluster --skip-systemctl-redirect $(ls /etc/postgresql) main start",
+        )
+    data_dir = root / "estate"
+    write_systems(truth, data_dir, ("pim", "pricing", "promotions", "loyalty", "erp"))
+    estate = start_systems(data_dir, HTTP_SYSTEMS)
+    stack.callback(estate.stop)
+    return database, estate
 
 
 # --------------------------------------------------------------------------- ERP stock
@@ -348,3 +377,46 @@ async def only_at(erp_url: str, sku: str, wanted: Mapping[str, int]) -> dict[tup
     target = dict.fromkeys(current, 0)
     target.update({(location, sku): units for location, units in wanted.items()})
     return target
+
+
+# --------------------------------------------------------------------------- Redis
+
+
+@dataclass(slots=True)
+class RedisServer:
+    """A ``redis-server`` of a test's own on a free port, stopped and started by its pid."""
+
+    port: int
+    log: Path
+    process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def start(self) -> None:
+        command = ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1"]
+        command += ["--save", "", "--appendonly", "no", "--logfile", str(self.log)]
+        self.process = subprocess.Popen(command, stdout=subprocess.DEVNULL, process_group=0)
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", self.port)):
+                return
+            time.sleep(0.05)
+        raise TimeoutError("redis-server did not start")
+
+    def stop(self) -> None:
+        _stop(self.process)
+        self.process = None
+
+
+@contextlib.contextmanager
+def private_redis(workdir: Path) -> Iterator[RedisServer]:
+    """A fresh Redis for one test module; raises FileNotFoundError without redis-server."""
+    workdir.mkdir(parents=True, exist_ok=True)
+    server = RedisServer(free_port(), workdir / "redis.log")
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()

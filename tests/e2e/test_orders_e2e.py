@@ -23,24 +23,20 @@ import pytest
 
 from gateway.ledger import STORE_SAFETY_STOCK
 from legacy.demo import DemoEstate, DemoLocation, DemoProduct
-from legacy.launcher import HTTP_SYSTEMS, RunningEstate
+from legacy.launcher import RunningEstate
 from tests.api.test_orders import PLACE
 from tests.e2e.gateways import (
     Database,
     GatewayFleet,
     book_stock,
-    fresh_database,
+    database_and_estate,
     gateway_config,
     only_at,
     running_fleet,
     write_toml,
 )
 from tests.support import (
-    POSTGRES_ADMIN_URL,
-    missing_service,
     reset_estate,
-    start_systems,
-    write_systems,
 )
 
 pytestmark = pytest.mark.postgres
@@ -100,17 +96,7 @@ def shop(truth: DemoEstate, tmp_path_factory: pytest.TempPathFactory) -> Iterato
     """The tiny estate, a database of its own and three gateway processes, for this module."""
     root = tmp_path_factory.mktemp("orders-e2e")
     with contextlib.ExitStack() as stack:
-        try:
-            database = stack.enter_context(fresh_database(POSTGRES_ADMIN_URL, "cg_e2e"))
-        except (OSError, asyncpg.PostgresError) as exc:
-            missing_service(
-                f"PostgreSQL ({exc.__class__.__name__})",
-                "pg_ctlcluster --skip-systemctl-redirect $(ls /etc/postgresql) main start",
-            )
-        data_dir = root / "estate"
-        write_systems(truth, data_dir, ("pim", "pricing", "promotions", "loyalty", "erp"))
-        estate = start_systems(data_dir, HTTP_SYSTEMS)
-        stack.callback(estate.stop)
+        database, estate = database_and_estate(stack, truth, root, "cg_e2e")
         # 300 requests at once queue for a while on a small machine: let them wait their turn.
         config = write_toml(gateway_config(estate, max_wait=WAIT_SECONDS), root / "gateway.toml")
         fleet = stack.enter_context(running_fleet(GATEWAYS, config, database.url, root / "logs"))

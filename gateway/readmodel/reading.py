@@ -1,0 +1,98 @@
+"""Assembling the read side for the composition root: Redis (when configured), the bus, the
+read model, the response cache and the feeds' followers."""
+
+from __future__ import annotations
+
+from contextlib import AsyncExitStack
+from dataclasses import dataclass
+
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from gateway.backends import Backends
+from gateway.config import GatewayConfig, ReadModelConfig
+from gateway.ledger import InventoryLedger
+from gateway.readmodel.bus import ChangeBus
+from gateway.readmodel.feeds import (
+    FeedSource,
+    Follower,
+    FollowSettings,
+    RulebookFeed,
+    StockFeed,
+    catalogue_feed,
+    followers,
+    price_feed,
+)
+from gateway.readmodel.levels import LocalLevel, RedisLink, SharedLevel
+from gateway.readmodel.model import Lifetimes, ReadModel
+from gateway.readmodel.responses import ResponseCache
+
+
+@dataclass(frozen=True, slots=True)
+class SharedReads:
+    link: RedisLink | None
+    bus: ChangeBus
+    reads: ReadModel
+    responses: ResponseCache | None
+    namespace: str
+
+
+async def build(
+    redis_url: str | None, config: ReadModelConfig, ports: Backends, stack: AsyncExitStack
+) -> SharedReads:
+    """The read side over ``ports``. Redis is not contacted here: a Redis that is down at
+    start is the same as one that goes down later (served without, reconnected by itself)."""
+    link = None
+    if redis_url and config.enabled:
+        link = RedisLink.from_url(redis_url, config.redis_timeout)
+        stack.push_async_callback(link.aclose)
+    bus = ChangeBus(link, config.namespace)
+    lifetimes = Lifetimes(
+        local=config.local_ttl if config.enabled else 1e-6,
+        shared=config.shared_ttl,
+        degraded=config.degraded_ttl,
+    )
+    reads = ReadModel(
+        ports.catalogue,
+        ports.prices,
+        ports.promotions,
+        bus,
+        LocalLevel(config.local_entries),
+        None if link is None else SharedLevel(link, config.namespace),
+        lifetimes,
+    )
+    responses = None
+    if config.enabled and config.response_cache_megabytes:
+        responses = ResponseCache(
+            bus,
+            max_bytes=config.response_cache_megabytes * 1024 * 1024,
+            ttl=config.response_ttl,
+            degraded_ttl=config.degraded_ttl,
+        )
+    return SharedReads(link, bus, reads, responses, config.namespace)
+
+
+def followers_for(
+    config: GatewayConfig,
+    shared: SharedReads,
+    database: AsyncEngine,
+    ledger: InventoryLedger,
+    ports: Backends,
+) -> list[Follower]:
+    """A follower for each feed: the ERP's always (it keeps the ledger's stock), the others
+    when the read model is on."""
+    settings = config.read_model
+    lease = settings.lease_ttl
+    sources: list[FeedSource] = [StockFeed(ledger, ports.inventory)]
+    intervals = {"erp": FollowSettings(config.orders.stock_sync_interval, lease)}
+    if settings.enabled:
+        sources += [
+            catalogue_feed(ports.catalogue),
+            price_feed(ports.prices),
+            RulebookFeed(ports.promotions, shared.reads),
+        ]
+        intervals |= {
+            "pim": FollowSettings(settings.pim_interval, lease),
+            "pricing": FollowSettings(settings.pricing_interval, lease),
+            "promotions": FollowSettings(settings.promotions_interval, lease),
+        }
+    return followers(sources, shared.reads, database, shared.link, shared.namespace, intervals)
