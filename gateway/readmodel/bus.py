@@ -145,12 +145,12 @@ class ChangeBus:
     ) -> bool:
         """Tell every instance that ``keys`` changed. True when it went out to all of them;
         False when Redis did not take it (this instance has applied it all the same)."""
+        if self._link is None or self._script is None:
+            self.deliver_here(feed, keys, cursor, everything=everything)
+            return True
         notice = ChangeNotice(
             feed, FEED_KINDS[feed], tuple(keys), 0, datetime.now(UTC), cursor, everything
         )
-        if self._link is None or self._script is None:
-            self._deliver(notice)
-            return True
         script = self._script
         message = notice.encode_without_seq()
 
@@ -162,6 +162,21 @@ class ChangeBus:
         if not sent or not self._connected:
             self._deliver(notice)  # the subscription would not bring it back to this instance
         return sent
+
+    def deliver_here(
+        self,
+        feed: str,
+        keys: Iterable[str],
+        cursor: str | None = None,
+        *,
+        everything: bool = False,
+    ) -> None:
+        """Apply a change in this instance only (a follower on its own while Redis is down)."""
+        self._deliver(
+            ChangeNotice(
+                feed, FEED_KINDS[feed], tuple(keys), 0, datetime.now(UTC), cursor, everything
+            )
+        )
 
     async def run(self, stop: asyncio.Event) -> None:
         """Receive notices until ``stop``; reconnects by itself. Without Redis, only waits."""

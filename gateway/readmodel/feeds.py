@@ -268,18 +268,7 @@ class Follower:
         return await self._bus.publish(feed, read.keys, read.cursor, everything=read.everything)
 
     def _apply_here(self, read: FeedRead) -> None:
-        feed = self.source.name
-        self._model.apply(
-            ChangeNotice(
-                feed,
-                FEED_KINDS[feed],
-                read.keys,
-                0,
-                self._model.clock(),
-                read.cursor,
-                read.everything,
-            )
-        )
+        self._bus.deliver_here(self.source.name, read.keys, read.cursor, everything=read.everything)
 
 
 def followers(
