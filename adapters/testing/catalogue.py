@@ -20,6 +20,7 @@ from adapters.ports import (
 from adapters.testing.checks import (
     assert_aware,
     assert_exact_type,
+    assert_followable,
     assert_hashable,
     assert_text,
     check_concurrent,
@@ -220,6 +221,9 @@ class CatalogueContract:
             middle = len(changes) // 2
             after = await catalogue.changes(changes[middle - 1].cursor)
             assert after.changes[0] == changes[middle], "reading from an entry's cursor"
+
+    async def test_changes_can_be_followed(self, catalogue: CataloguePort) -> None:
+        await assert_followable(catalogue.changes, catalogue.products, "catalogue changes")
 
     async def test_aclose_can_be_called(self, catalogue: CataloguePort) -> None:
         await catalogue.aclose()

@@ -184,6 +184,25 @@ async def walk_feed(read: FeedReader, what: str) -> list[Change]:
     raise AssertionError(f"{what}: still returning changes after {MAX_FEED_BATCHES} reads")
 
 
+async def assert_followable(read: FeedReader, lookup: Lookup[object], what: str) -> None:
+    """What the gateway's feed follower needs of a feed (docs/read-model.md): read from the
+    start to its end, an idle read keeps the cursor it was given (the follower stores it with
+    compare and set), and the keys of its entries are keys the port's lookup answers (an
+    entry that names something else would evict nothing)."""
+    changes = await walk_feed(read, what)
+    cursor = changes[-1].cursor if changes else (await read(None)).cursor
+    for _ in range(2):
+        idle = await read(cursor)
+        assert not idle.changes, f"{what}: a read after the last entry found {idle.changes}"
+        assert idle.cursor == cursor, (
+            f"{what}: an idle read moved the cursor {cursor} -> {idle.cursor}"
+        )
+    keys = list(dict.fromkeys(change.key for change in changes[-20:]))
+    if keys:
+        found = await lookup(keys)
+        assert found, f"{what}: the lookup answers none of the feed's keys {keys[:5]}"
+
+
 def assert_change_batch(batch: object, what: str) -> None:
     assert_exact_type(batch, ChangeBatch, what)
     assert isinstance(batch, ChangeBatch)

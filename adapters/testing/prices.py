@@ -13,6 +13,7 @@ from adapters.ports import Price, PricesPort
 from adapters.testing.checks import (
     assert_aware,
     assert_exact_type,
+    assert_followable,
     assert_hashable,
     assert_money,
     assert_text,
@@ -94,6 +95,9 @@ class PricesContract:
             middle = len(changes) // 2
             after = await prices.changes(changes[middle - 1].cursor)
             assert after.changes[0] == changes[middle], "reading from an entry's cursor"
+
+    async def test_changes_can_be_followed(self, prices: PricesPort) -> None:
+        await assert_followable(prices.changes, prices.prices, "price changes")
 
     async def test_aclose_can_be_called(self, prices: PricesPort) -> None:
         await prices.aclose()

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import logging
 import uuid
 from collections.abc import Awaitable, Callable
@@ -87,19 +88,48 @@ class FeedSource(Protocol):
         ...
 
 
+GAP_RETRIES = 3
+"""Reads of a feed position that shows a gap before the gap is taken as the feed's own."""
+
+
 class SequencedFeed:
-    """A feed of the ports' ``changes(since) -> ChangeBatch`` shape (the PIM, pricing)."""
+    """A feed of the ports' ``changes(since) -> ChangeBatch`` shape (the PIM, pricing).
+
+    A batch that goes back, or whose numbered entries skip a number (entries lost on the way,
+    or not yet committed on the source's side), is refused as the source's failure: it is read
+    again at the next interval, and only after ``GAP_RETRIES`` reads showing the same gap is it
+    taken as the feed's own (logged). Nothing is evicted for a refused batch, and the read model
+    is never emptied for it."""
 
     def __init__(self, name: str, changes: Callable[[str | None], Awaitable[ChangeBatch]]) -> None:
         self.name = name
         self._changes = changes
+        self._gap_reads: dict[str | None, int] = {}
 
     async def read(self, cursor: str | None) -> FeedRead:
         batch = await self._changes(cursor)
         keys = tuple(dict.fromkeys(change.key for change in batch.changes))
         if cursor is not None and batch.cursor and _number(batch.cursor) < _number(cursor):
             raise BackendError(self.name, f"change feed went back from {cursor} to {batch.cursor}")
+        gap = _gap(cursor, [change.cursor for change in batch.changes])
+        if gap is not None:
+            reads = self._gap_reads[cursor] = self._gap_reads.get(cursor, 0) + 1
+            if reads < GAP_RETRIES:
+                raise BackendError(self.name, f"change feed skips from {gap[0]} to {gap[1]}")
+            log.warning("feed %s: taking the gap from %s to %s as the feed's own", self.name, *gap)
+        self._gap_reads.pop(cursor, None)
         return FeedRead(keys, batch.cursor or cursor, everything=cursor is None, more=bool(keys))
+
+
+def _gap(since: str | None, cursors: list[str]) -> tuple[str, str] | None:
+    """The first two consecutive numbered positions that are not one apart, if the feed numbers
+    its entries (an opaque cursor cannot show a gap)."""
+    if since is None or not cursors or not all(c.isdigit() for c in [since, *cursors]):
+        return None
+    for before, after in itertools.pairwise([since, *cursors]):
+        if int(after) != int(before) + 1:
+            return before, after
+    return None
 
 
 def catalogue_feed(catalogue: CataloguePort) -> SequencedFeed:
@@ -200,14 +230,14 @@ class Follower:
 
     async def run(self, stop: asyncio.Event) -> None:
         while not stop.is_set():
-            more = await self._step()
+            more = await self.step()
             if not more:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(stop.wait(), self._settings.interval)
         if self._lease is not None and self.holding:
             await self._lease.release()
 
-    async def _step(self) -> bool:
+    async def step(self) -> bool:
         """One read, as holder or on its own; True when the feed has more to read now."""
         try:
             if self._lease is None:

@@ -216,7 +216,12 @@ class ReadModel:
         shared: SharedLevel | None = None,
         lifetimes: Lifetimes = Lifetimes(),
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+        *,
+        holding: bool = True,
     ) -> None:
+        """``holding`` False: hold nothing, every lookup goes to the port (the read model off,
+        for comparison and for diagnosing a backend)."""
+        self._holding = holding
         self._catalogue = catalogue
         self._prices = prices
         self._promotions = promotions
@@ -246,11 +251,16 @@ class ReadModel:
 
     # ----------------------------------------------------------------------- lookups
 
-    async def products(self, codes: Sequence[str]) -> dict[str, Product]:
+    async def products(self, codes: Sequence[str]) -> Mapping[str, Product]:
+        if not self._holding:
+            return await self._catalogue.products(codes)
         entries = await self._products.get_many(codes, self._catalogue.products)
         return {code: entry.value for code, entry in entries.items() if entry.value is not None}
 
-    async def products_by_sku(self, skus: Sequence[str]) -> dict[str, Product]:
+    async def products_by_sku(self, skus: Sequence[str]) -> Mapping[str, Product]:
+        if not self._holding:
+            return await self._catalogue.products_by_sku(skus)
+
         async def owners(missing: list[str]) -> dict[str, str]:
             started, since = self.epoch, self.bus.seen("pim")
             found = await self._catalogue.products_by_sku(missing)
@@ -269,6 +279,8 @@ class ReadModel:
     async def list_products(
         self, offset: int, limit: int, query: ProductFilter = EVERY_PRODUCT
     ) -> ProductPage:
+        if not self._holding:
+            return await self._catalogue.list_products(offset, limit, query)
         digest = hashlib.sha256(repr((offset, limit, query)).encode()).hexdigest()[:24]
         key = f"{self.bus.seen('pim')}:{digest}"
 
@@ -286,10 +298,10 @@ class ReadModel:
         items = tuple(products[code] for code in listing.codes if code in products)
         return ProductPage(items=items, offset=listing.offset, total=listing.total)
 
-    async def prices(self, skus: Sequence[str], store_id: str | None = None) -> dict[str, Price]:
+    async def prices(self, skus: Sequence[str], store_id: str | None = None) -> Mapping[str, Price]:
         """Prices in the zone of ``store_id``, each with ``read_at`` set."""
         zone = BASE_ZONE if store_id is None else self._zones.get(store_id)
-        if zone is None:
+        if zone is None or not self._holding:
             return await self._prices_learning_zone(skus, store_id)
 
         async def fetch(keys: list[str]) -> dict[str, Price]:
@@ -306,6 +318,8 @@ class ReadModel:
 
     async def promotions(self) -> PromotionSet:
         """The rule book the promotions follower last shared, else the port's."""
+        if not self._holding:
+            return await self._promotions.promotions()
 
         async def read(keys: list[str]) -> dict[str, PromotionSet]:
             return {RULEBOOK: await self._promotions.promotions()}
@@ -326,7 +340,7 @@ class ReadModel:
 
     async def _prices_learning_zone(
         self, skus: Sequence[str], store_id: str | None
-    ) -> dict[str, Price]:
+    ) -> Mapping[str, Price]:
         found = await self._prices.prices(skus, store_id)
         now = self.clock()
         for price in found.values():

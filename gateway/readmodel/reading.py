@@ -46,11 +46,7 @@ async def build(
         link = RedisLink.from_url(redis_url, config.redis_timeout)
         stack.push_async_callback(link.aclose)
     bus = ChangeBus(link, config.namespace)
-    lifetimes = Lifetimes(
-        local=config.local_ttl if config.enabled else 1e-6,
-        shared=config.shared_ttl,
-        degraded=config.degraded_ttl,
-    )
+    lifetimes = Lifetimes(config.local_ttl, config.shared_ttl, config.degraded_ttl)
     reads = ReadModel(
         ports.catalogue,
         ports.prices,
@@ -59,6 +55,7 @@ async def build(
         LocalLevel(config.local_entries),
         None if link is None else SharedLevel(link, config.namespace),
         lifetimes,
+        holding=config.enabled,
     )
     responses = None
     if config.enabled and config.response_cache_megabytes:

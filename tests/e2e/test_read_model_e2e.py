@@ -260,6 +260,7 @@ def test_redis_stopped_and_started_fails_no_request_and_converges(
     try:
         redis.stop()
         time.sleep(1.5)
+        ready = httpx.get(f"{fleet.urls[1]}/readyz", timeout=10)
         _set_price(deployment, sku, "5.55")
         during = _eventually(fleet.urls, _price(sku), "5.55")
         redis.start()
@@ -271,6 +272,9 @@ def test_redis_stopped_and_started_fails_no_request_and_converges(
         worker.join()
 
     assert failures == []
+    assert ready.status_code == 200
+    assert ready.json()["status"] == "degraded"
+    assert ready.json()["backends"]["redis"]["status"] == "down"
     assert during == ["5.55", "5.55"]
     assert after == ["4.44", "4.44"]
 
