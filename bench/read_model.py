@@ -26,7 +26,6 @@ import asyncio
 import contextlib
 import itertools
 import os
-import platform
 import shlex
 import signal
 import sys
@@ -42,7 +41,7 @@ import httpx
 
 from adapters.http import backend_client
 from bench.read_listing import LISTING_BODY, Calls, Tally, process_cpu_seconds
-from bench.report import wrapped, write_section
+from bench.report import setting, wrapped, write_section
 from legacy.demo import DemoEstate, generate
 from legacy.launcher import EstateConfig, RunningEstate, start_estate
 from legacy.promotions import PROMOTIONS_FILE, promotion_row, publish
@@ -473,15 +472,7 @@ def _verdict(delays: Sequence[float]) -> str:
 
 
 def _setting(options: Options, when: datetime) -> list[str]:
-    one, five, fifteen = os.getloadavg()
-    return [
-        f"- Machine: {os.cpu_count()} CPUs (nproc), {platform.machine()}, "
-        f"{platform.system()} {platform.release()}; {platform.python_implementation()} "
-        f"{platform.python_version()}; load average at the end {one:.1f} / {five:.1f} / "
-        f"{fifteen:.1f}.",
-        f"- Date: {when:%Y-%m-%d %H:%M} UTC.",
-        f"- Command: `{options.command}`",
-    ]
+    return setting(options.command, when, os.getloadavg(), "at the end")
 
 
 def main(argv: Sequence[str] | None = None) -> int:

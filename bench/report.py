@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import os
+import platform
 import textwrap
+from datetime import datetime
 from pathlib import Path
 from typing import Final
 
@@ -37,3 +40,19 @@ def wrapped(text: str) -> str:
     """A paragraph or bullet at 100 columns, bullets' continuation lines indented."""
     indent = "  " if text.startswith("- ") else ""
     return textwrap.fill(text, width=100, subsequent_indent=indent, break_on_hyphens=False)
+
+
+def setting(
+    command: str, when: datetime, load: tuple[float, float, float], moment: str
+) -> list[str]:
+    """The machine, date and command lines that close a section; ``load`` is the load average
+    at ``moment`` (e.g. "before the run")."""
+    one, five, fifteen = load
+    return [
+        f"- Machine: {os.cpu_count()} CPUs (nproc), {platform.machine()}, "
+        f"{platform.system()} {platform.release()}; {platform.python_implementation()} "
+        f"{platform.python_version()}; load average {moment} {one:.1f} / {five:.1f} / "
+        f"{fifteen:.1f}.",
+        f"- Date: {when:%Y-%m-%d %H:%M} UTC.",
+        f"- Command: `{command}`",
+    ]

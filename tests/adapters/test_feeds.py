@@ -11,11 +11,10 @@ from datetime import UTC, datetime
 
 import pytest
 from redis.asyncio import Redis
-from sqlalchemy import delete
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from adapters.ports import BackendUnavailable, Change, ChangeBatch
-from gateway.db import create_engine, ledger_state, upgrade
+from gateway.db import ledger_state
 from gateway.readmodel.bus import ChangeBus, ChangeNotice
 from gateway.readmodel.feeds import (
     GAP_RETRIES,
@@ -27,6 +26,7 @@ from gateway.readmodel.feeds import (
 from gateway.readmodel.levels import LocalLevel, RedisLink
 from gateway.readmodel.model import ReadModel
 from legacy.demo import DemoEstate
+from tests.adapters.conftest import migrated
 from tests.fakes import FakeEstate
 from tests.support import REDIS_TEST_URL, missing_service
 
@@ -60,12 +60,8 @@ def _batch(*numbers: int, key: str = "P1") -> ChangeBatch:
 
 @pytest.fixture
 async def engine(database_url: str) -> AsyncIterator[AsyncEngine]:
-    await upgrade(database_url)
-    engine = create_engine(database_url)
-    async with engine.begin() as connection:
-        await connection.execute(delete(ledger_state))
-    yield engine
-    await engine.dispose()
+    async with migrated(database_url, ledger_state) as engine:
+        yield engine
 
 
 def _model(truth: DemoEstate) -> tuple[ReadModel, list[ChangeNotice]]:

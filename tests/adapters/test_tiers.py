@@ -7,11 +7,11 @@ from collections.abc import AsyncIterator, Iterator
 from datetime import UTC, datetime, timedelta
 
 import pytest
-from sqlalchemy import delete, event
+from sqlalchemy import event
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from gateway.db import create_engine, upgrade
 from gateway.tiers import KnownTiers, RecalledTier, loyalty_tiers
+from tests.adapters.conftest import migrated
 from tests.adapters.test_outbox import Clock
 
 NOW = datetime(2031, 3, 1, 9, 30, tzinfo=UTC)
@@ -20,12 +20,8 @@ NOW = datetime(2031, 3, 1, 9, 30, tzinfo=UTC)
 @pytest.fixture
 async def engine(database_url: str) -> AsyncIterator[AsyncEngine]:
     """The migrated gateway database with no tiers (the PostgreSQL one is shared)."""
-    await upgrade(database_url)
-    engine = create_engine(database_url)
-    async with engine.begin() as connection:
-        await connection.execute(delete(loyalty_tiers))
-    yield engine
-    await engine.dispose()
+    async with migrated(database_url, loyalty_tiers) as engine:
+        yield engine
 
 
 @pytest.fixture
