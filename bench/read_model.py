@@ -27,21 +27,19 @@ import contextlib
 import itertools
 import os
 import shlex
-import signal
 import sys
 import time
 from collections.abc import Awaitable, Callable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
-from types import FrameType
 from typing import Any, Final
 
 import httpx
 
 from adapters.http import backend_client
 from bench.read_listing import LISTING_BODY, Calls, Tally, process_cpu_seconds
-from bench.report import setting, wrapped, write_section
+from bench.report import exit_on_sigterm, setting, wrapped, write_section
 from legacy.demo import DemoEstate, generate
 from legacy.launcher import EstateConfig, RunningEstate, start_estate
 from legacy.promotions import PROMOTIONS_FILE, promotion_row, publish
@@ -294,18 +292,20 @@ async def measure_staleness(
 
 
 @contextlib.contextmanager
-def deployment(options: Options) -> Iterator[tuple[RunningEstate, str, str, DemoEstate]]:
-    """The estate, a database and a Redis, all stopped (and dropped) on the way out."""
-    manifest = options.data_dir / MANIFEST
-    if not manifest.is_file():
-        seed(options.data_dir, 42, "default", progress=False)
+def deployment(
+    latency_ms: float, data_dir: Path
+) -> Iterator[tuple[RunningEstate, str, str, DemoEstate]]:
+    """The ``default`` estate (seeded into ``data_dir`` once) at ``latency_ms``, a database and
+    a Redis, all stopped (and dropped) on the way out."""
+    if not (data_dir / MANIFEST).is_file():
+        seed(data_dir, 42, "default", progress=False)
     truth = generate(42, "default")
-    knobs = {system: Knobs(latency_ms=options.latency_ms) for system in SYSTEMS}
-    estate = start_estate(EstateConfig(data_dir=options.data_dir, knobs=knobs))
+    knobs = {system: Knobs(latency_ms=latency_ms) for system in SYSTEMS}
+    estate = start_estate(EstateConfig(data_dir=data_dir, knobs=knobs))
     try:
         with (
             fresh_database(POSTGRES_ADMIN_URL, "cg_bench_rm") as database,
-            private_redis(options.data_dir / "redis") as redis,
+            private_redis(data_dir / "redis") as redis,
         ):
             yield estate, database.url, redis.url, truth
     finally:
@@ -322,7 +322,12 @@ PHASES: Final[tuple[tuple[str, int, TomlTable], ...]] = (
 
 def benchmark(options: Options) -> tuple[list[Phase], Staleness]:
     phases = []
-    with deployment(options) as (estate, database_url, redis_url, truth):
+    with deployment(options.latency_ms, options.data_dir) as (
+        estate,
+        database_url,
+        redis_url,
+        truth,
+    ):
         staleness = Staleness()
         for index, (name, processes, read_model) in enumerate(PHASES):
             config = gateway_config(estate, stock_sync_interval=0.25, read_model=read_model)
@@ -477,7 +482,7 @@ def _setting(options: Options, when: datetime) -> list[str]:
 
 def main(argv: Sequence[str] | None = None) -> int:
     options = parse_options(sys.argv[1:] if argv is None else argv)
-    signal.signal(signal.SIGTERM, _exit_on_signal)
+    exit_on_sigterm()
     phases, staleness = benchmark(options)
     when = datetime.now(UTC)
     listing, stale = (
@@ -488,10 +493,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     write_section(options.output, "staleness", stale)
     print(listing + stale, end="")
     return 0
-
-
-def _exit_on_signal(signum: int, frame: FrameType | None) -> None:
-    raise SystemExit(128 + signum)
 
 
 if __name__ == "__main__":

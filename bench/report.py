@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import platform
+import signal
 import textwrap
 from datetime import datetime
 from pathlib import Path
@@ -56,3 +57,13 @@ def setting(
         f"- Date: {when:%Y-%m-%d %H:%M} UTC.",
         f"- Command: `{command}`",
     ]
+
+
+def exit_on_sigterm() -> None:
+    """Turn SIGTERM into SystemExit, so that what a benchmark started is stopped on the way
+    out, as on Ctrl-C."""
+
+    def leave(signum: int, frame: object) -> None:
+        raise SystemExit(128 + signum)
+
+    signal.signal(signal.SIGTERM, leave)

@@ -38,6 +38,7 @@ from gateway.context import Context, Runtime
 from gateway.db import create_engine, upgrade
 from gateway.health import Readiness, backend_urls, health_routes
 from gateway.ledger import InventoryLedger
+from gateway.live import LiveHub
 from gateway.loaders import build_loaders
 from gateway.locations import LocationDirectory
 from gateway.metrics import Metrics, instrument, metrics_route
@@ -50,6 +51,7 @@ from gateway.orders.runtime import Orders
 from gateway.orders.store import IdempotencyKeys, OrderReader
 from gateway.promotions import LoyaltyProgram
 from gateway.readmodel import reading
+from gateway.readmodel.feeds import Follower
 from gateway.readmodel.responses import Provenance, ResponseCacheMiddleware
 from gateway.security import Channel, ChannelAuthMiddleware, ChannelKeys, CustomerTokens
 from gateway.sourcing import Policy
@@ -101,7 +103,10 @@ def create_app(
             ledger = InventoryLedger(database, clock=_now)
             await _load_stock(ledger, ports)
             orders = _orders(config.orders, database, ledger, cart, directory, ports, shared)
-            await _background(stack, config, database, ledger, ports, shared)
+            live = LiveHub(shared.bus, ledger, shared.reads.prices, config.subscriptions.max_lag)
+            followers = reading.followers_for(config, shared, database, ledger, ports)
+            await reading.catch_up(followers)
+            await _background(stack, config, database, ports, shared, live, followers)
             runtime = Runtime(
                 ports,
                 directory,
@@ -116,6 +121,8 @@ def create_app(
                 shared.reads,
                 shared.bus,
                 shared.responses,
+                live,
+                config.subscriptions,
             )
             yield {
                 "runtime": runtime,
@@ -199,18 +206,16 @@ async def _background(
     stack: AsyncExitStack,
     config: GatewayConfig,
     database: AsyncEngine,
-    ledger: InventoryLedger,
     ports: Backends,
     shared: reading.SharedReads,
+    live: LiveHub,
+    followers: list[Follower],
 ) -> None:
-    """The change bus, the feeds' followers (the ERP's stock sync among them) and the outbox
-    worker, stopped (and awaited) when the app stops."""
+    """The change bus, the feeds' followers (the ERP's stock sync among them), the live
+    updates and the outbox worker, stopped (and awaited) when the app stops."""
     stop = asyncio.Event()
-    jobs = [shared.bus.run(stop)]
-    jobs += [
-        follower.run(stop)
-        for follower in reading.followers_for(config, shared, database, ledger, ports)
-    ]
+    jobs = [shared.bus.run(stop), live.run(stop)]
+    jobs += [follower.run(stop) for follower in followers]
     if config.orders.outbox:
         worker = OutboxWorker(
             database,

@@ -142,6 +142,14 @@ class ReadModelConfig(_Strict):
     lease_ttl: float = Field(default=3.0, gt=0)  # a dead holder's feed is taken over after this
 
 
+class SubscriptionsConfig(_Strict):
+    """Bounds of the live subscriptions (stockChanged, priceChanged)."""
+
+    max_skus: int = Field(default=100, ge=1)  # per subscription
+    max_stores: int = Field(default=20, ge=1)  # per stockChanged subscription
+    max_lag: float = Field(default=10.0, gt=0)  # seconds a subscriber may fall behind
+
+
 class GatewayConfig(_Strict):
     backends: BackendsConfig | None = None
     channels: dict[str, ChannelConfig] = Field(default_factory=dict)
@@ -150,6 +158,7 @@ class GatewayConfig(_Strict):
     limits: LimitsConfig = LimitsConfig()
     orders: OrdersConfig = OrdersConfig()
     read_model: ReadModelConfig = ReadModelConfig()
+    subscriptions: SubscriptionsConfig = SubscriptionsConfig()
 
 
 class Settings(BaseSettings):

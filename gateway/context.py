@@ -13,7 +13,9 @@ from starlette.websockets import WebSocket
 from adapters.ports import Money
 from gateway.backends import Backends
 from gateway.cart import CartPricing, PromotionRules
+from gateway.config import SubscriptionsConfig
 from gateway.ledger import InventoryLedger
+from gateway.live import LiveHub
 from gateway.loaders import Loaders
 from gateway.locations import LocationDirectory
 from gateway.metrics import Metrics
@@ -42,6 +44,8 @@ class Runtime:
     reads: ReadModel
     bus: ChangeBus
     responses: ResponseCache | None
+    live: LiveHub
+    live_limits: SubscriptionsConfig
 
 
 @dataclass(frozen=True, slots=True)

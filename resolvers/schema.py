@@ -27,6 +27,7 @@ from resolvers.catalog import CatalogQuery
 from resolvers.customers import CustomerQuery
 from resolvers.errors import PublicErrors
 from resolvers.execution import LeafFastPathExecutionContext
+from resolvers.live import Subscription
 from resolvers.offers import OfferMutation
 from resolvers.orders import OrderMutation, OrderQuery
 from resolvers.stores import StoreQuery
@@ -96,6 +97,7 @@ def build_schema() -> strawberry.Schema:
     return strawberry.Schema(
         query=Query,
         mutation=Mutation,
+        subscription=Subscription,
         extensions=[
             # Clients send the same few documents again and again: parse and validate once.
             lambda: ParserCache(maxsize=512),

@@ -93,3 +93,13 @@ def followers_for(
             "promotions": FollowSettings(settings.promotions_interval, lease),
         }
     return followers(sources, shared.reads, database, shared.link, shared.namespace, intervals)
+
+
+async def catch_up(followers: list[Follower], steps: int = 100) -> None:
+    """Read each feed up to now before serving: a follower's first read, without a stored
+    cursor, drops everything of its kind, and must not drop what requests have just read. A
+    feed that fails is left to the follower's own retries."""
+    for follower in followers:
+        for _ in range(steps):
+            if not await follower.step():
+                break

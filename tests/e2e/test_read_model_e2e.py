@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import time
+import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, replace
 from decimal import Decimal
@@ -20,10 +22,13 @@ from typing import Any
 
 import httpx
 import pytest
+from websockets.asyncio.client import connect
 
 from legacy.demo import DemoEstate
 from legacy.launcher import RunningEstate
 from legacy.promotions import PROMOTIONS_FILE, promotion_row, publish
+from tests.api.test_orders import PLACE
+from tests.api.test_subscriptions import STOCK_CHANGED, next_message, subscribe_to
 from tests.e2e.gateways import (
     GatewayFleet,
     RedisServer,
@@ -298,3 +303,45 @@ def _products(body: dict[str, Any]) -> list[tuple[str, list[Decimal]]]:
         )
         for edge in body["data"]["products"]["edges"]
     ]
+
+
+async def test_a_sale_on_one_instance_reaches_a_subscriber_on_the_other(
+    deployment: Deployment,
+) -> None:
+    deployment.fleet.ensure_running()
+    truth = deployment.truth
+    seller, watcher = deployment.fleet.urls
+    store = next(loc.code for loc in truth.locations if "CARRY_OUT" in loc.capabilities)
+    sku = _sku(deployment, 8)
+    async with httpx.AsyncClient() as client:
+        await book_stock(client, deployment.estate, {(store, sku): 50})
+    deadline = time.monotonic() + WAIT_SECONDS
+    url = watcher.replace("http://", "ws://") + "/graphql"
+    async with connect(
+        url, subprotocols=["graphql-transport-ws"], additional_headers={"X-Api-Key": "demo-kiosk"}
+    ) as websocket:
+        await websocket.send(json.dumps({"type": "connection_init", "payload": {}}))
+        await next_message(websocket)
+        operation = await subscribe_to(websocket, STOCK_CHANGED, {"skus": [sku], "stores": [store]})
+        initial = (await next_message(websocket, operation))["payload"]["data"]["stockChanged"]
+        while initial["onHand"] != 50 and time.monotonic() < deadline:  # the ERP sync first
+            initial = (await next_message(websocket, operation))["payload"]["data"]["stockChanged"]
+
+        order = {
+            "idempotencyKey": uuid.uuid4().hex,
+            "lines": [{"sku": sku, "quantity": 2}],
+            "fulfillment": "CARRY_OUT",
+            "storeId": store,
+        }
+        async with httpx.AsyncClient(headers={"X-Api-Key": "demo-pos"}) as client:
+            placed = await client.post(
+                f"{seller}/graphql", json={"query": PLACE, "variables": {"input": order}}
+            )
+        update = (await next_message(websocket, operation))["payload"]["data"]["stockChanged"]
+
+    assert placed.json()["data"]["placeOrder"]["userErrors"] == []
+    assert initial["onHand"] == 50
+    assert (update["available"], update["reserved"]) == (
+        initial["available"] - 2,
+        initial["reserved"] + 2,
+    )

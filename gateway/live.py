@@ -1,0 +1,248 @@
+"""Live stock and prices for subscribers (kiosks, tills): the change bus turned into events.
+
+The hub listens to the change bus. A stock notice (a sale, cancel or return on any instance, an
+ERP movement) marks its SKUs; a price notice marks its SKUs' prices. One worker task reads what
+is marked in one batch — positions from the inventory ledger, prices through the read model,
+which the same notice has just evicted — and gives each subscription the values that changed
+since it last saw them. So a subscriber sees the numbers a query would show at that moment.
+
+Each subscription has a mailbox that keeps only the latest value per (SKU, store): a consumer
+that lags gets the newest value, never a backlog, and memory stays bounded by what it
+subscribed to. A mailbox whose oldest value has waited longer than ``max_lag`` seconds is
+closed: the consumer is told why and must reconnect (and ask for ``initial`` values).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections import OrderedDict
+from collections.abc import AsyncGenerator, Awaitable, Callable, Hashable, Iterable, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Generic, TypeVar
+
+from adapters.ports import Price
+from gateway.ledger import InventoryLedger, Position
+from gateway.readmodel.bus import ChangeBus, ChangeNotice
+
+log = logging.getLogger(__name__)
+
+K = TypeVar("K", bound=Hashable)
+E = TypeVar("E")
+
+
+@dataclass(frozen=True, slots=True)
+class StockEvent:
+    sku: str
+    location_id: str
+    available: int
+    on_hand: int
+    reserved: int
+    at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class PriceEvent:
+    sku: str
+    price: Price
+    previous: Price | None
+    at: datetime
+
+
+class TooSlow(Exception):
+    """The consumer fell more than ``max_lag`` seconds behind: its subscription is closed."""
+
+
+class Mailbox(Generic[K, E]):
+    """The latest undelivered event per key, oldest first."""
+
+    def __init__(self, max_lag: float) -> None:
+        self._pending: OrderedDict[K, tuple[float, E]] = OrderedDict()
+        self._wake = asyncio.Event()
+        self._max_lag = max_lag
+        self.closed = False
+
+    def put(self, key: K, event: E) -> None:
+        queued = self._pending.pop(key, None)
+        since = time.monotonic() if queued is None else queued[0]
+        self._pending[key] = (since, event)
+        if time.monotonic() - next(iter(self._pending.values()))[0] > self._max_lag:
+            self.closed = True
+        self._wake.set()
+
+    async def take(self) -> list[E]:
+        """Every pending event, once there is one. Raises TooSlow once closed."""
+        while not self._pending and not self.closed:
+            self._wake.clear()
+            await self._wake.wait()
+        if self.closed:
+            raise TooSlow(f"more than {self._max_lag:g} s behind")
+        events = [event for _, event in self._pending.values()]
+        self._pending.clear()
+        return events
+
+
+@dataclass(eq=False)
+class _Watch(Generic[K, E]):
+    skus: frozenset[str]
+    mailbox: Mailbox[K, E]
+    last: dict[K, object] = field(default_factory=dict)
+
+
+StockKey = tuple[str, str]
+PriceLookup = Callable[[list[str], str | None], Awaitable[Mapping[str, Price]]]
+"""Prices of SKUs in a store's zone (None: the base zone), as a query would show them."""
+
+
+class LiveHub:
+    """Turns bus notices into events for this instance's subscriptions."""
+
+    def __init__(
+        self, bus: ChangeBus, ledger: InventoryLedger, prices: PriceLookup, max_lag: float = 10.0
+    ) -> None:
+        self._ledger = ledger
+        self._prices = prices
+        self._max_lag = max_lag
+        self._stock: dict[str, set[_Watch[StockKey, StockEvent]]] = {}
+        self._stock_places: dict[int, frozenset[str]] = {}
+        self._price: dict[str, set[_Watch[str, PriceEvent]]] = {}
+        self._price_store: dict[int, str | None] = {}
+        self._dirty_stock: set[str] = set()
+        self._dirty_prices: set[str] = set()
+        self._wake = asyncio.Event()
+        bus.listen(self.apply)
+
+    @property
+    def subscriptions(self) -> int:
+        return len(self._stock_places) + len(self._price_store)
+
+    def apply(self, notice: ChangeNotice) -> None:
+        """A bus listener: mark what the notice may have changed."""
+        if notice.kind == "stock":
+            stock = list(self._stock) if notice.everything else notice.keys
+            self._dirty_stock.update(sku for sku in stock if sku in self._stock)
+        elif notice.kind == "price":
+            prices = list(self._price) if notice.everything else notice.keys
+            self._dirty_prices.update(sku for sku in prices if sku in self._price)
+        if self._dirty_stock or self._dirty_prices:
+            self._wake.set()
+
+    async def stock(
+        self, skus: Iterable[str], locations: Iterable[str], initial: bool
+    ) -> AsyncGenerator[list[StockEvent], None]:
+        """Batches of changed positions of ``skus`` at ``locations``, until the caller stops."""
+        watch: _Watch[StockKey, StockEvent] = _Watch(frozenset(skus), Mailbox(self._max_lag))
+        places = frozenset(locations)
+        self._stock_places[id(watch)] = places
+        for sku in watch.skus:  # before the first read: a change meanwhile is not lost
+            self._stock.setdefault(sku, set()).add(watch)
+        try:
+            positions = await self._ledger.positions(list(watch.skus))
+            self._offer_stock(watch, positions, watch.skus, initial)
+            while True:
+                yield await watch.mailbox.take()
+        finally:
+            self._forget(self._stock, watch)
+            self._stock_places.pop(id(watch), None)
+
+    async def prices(
+        self, skus: Iterable[str], store: str | None, initial: bool
+    ) -> AsyncGenerator[list[PriceEvent], None]:
+        """Batches of changed prices of ``skus`` (in ``store``'s zone), until the caller stops."""
+        watch: _Watch[str, PriceEvent] = _Watch(frozenset(skus), Mailbox(self._max_lag))
+        self._price_store[id(watch)] = store
+        for sku in watch.skus:
+            self._price.setdefault(sku, set()).add(watch)
+        try:
+            self._offer_prices(watch, await self._prices(sorted(watch.skus), store), initial)
+            while True:
+                yield await watch.mailbox.take()
+        finally:
+            self._forget(self._price, watch)
+            self._price_store.pop(id(watch), None)
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Read what is marked and hand it out, until ``stop``."""
+        while not stop.is_set():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), 1.0)
+            self._wake.clear()
+            stock, prices = self._dirty_stock, self._dirty_prices
+            self._dirty_stock, self._dirty_prices = set(), set()
+            try:
+                await self._refresh(stock, prices)
+            except Exception as exc:  # the next notice tries again; subscribers keep their last
+                log.warning("live updates: could not read changes: %r", exc)
+                self._dirty_stock |= stock
+                self._dirty_prices |= prices
+                await asyncio.sleep(0.5)
+
+    async def _refresh(self, stock: set[str], prices: set[str]) -> None:
+        if stock:
+            positions = await self._ledger.positions(sorted(stock))
+            for stock_watch in {w for sku in stock for w in self._stock.get(sku, ())}:
+                self._offer_stock(stock_watch, positions, stock, True)
+        by_store: dict[str | None, set[_Watch[str, PriceEvent]]] = {}
+        for price_watch in {w for sku in prices for w in self._price.get(sku, ())}:
+            by_store.setdefault(self._price_store[id(price_watch)], set()).add(price_watch)
+        for store, watches in by_store.items():
+            wanted = sorted({sku for w in watches for sku in w.skus if sku in prices})
+            found = await self._prices(wanted, store)
+            for watch in watches:
+                self._offer_prices(watch, found, True)
+
+    def _offer_stock(
+        self,
+        watch: _Watch[StockKey, StockEvent],
+        positions: Mapping[str, list[Position]],
+        read: Iterable[str],
+        emit: bool,
+    ) -> None:
+        """Offer the positions of the SKUs ``read`` (a SKU without a position there holds 0)."""
+        places = self._stock_places[id(watch)]
+        now = datetime.now(UTC)
+        for sku in watch.skus.intersection(read):
+            held = {p.location_id: p for p in positions.get(sku, ()) if p.location_id in places}
+            for location in sorted(places):
+                found = held.get(location)
+                numbers = (0, 0, 0) if found is None else _numbers(found)
+                key = (sku, location)
+                if watch.last.get(key) == numbers:
+                    continue
+                watch.last[key] = numbers
+                if emit:
+                    watch.mailbox.put(key, StockEvent(sku, location, *numbers, now))
+
+    def _offer_prices(
+        self, watch: _Watch[str, PriceEvent], found: Mapping[str, Price], emit: bool
+    ) -> None:
+        now = datetime.now(UTC)
+        for sku in sorted(watch.skus & found.keys()):
+            price = found[sku]
+            before = watch.last.get(sku)
+            previous = before if isinstance(before, Price) else None
+            if previous is not None and _shown(previous) == _shown(price):
+                continue
+            watch.last[sku] = price
+            if emit:
+                watch.mailbox.put(sku, PriceEvent(sku, price, previous, now))
+
+    @staticmethod
+    def _forget(index: dict[str, set[_Watch[K, E]]], watch: _Watch[K, E]) -> None:
+        for sku in watch.skus:
+            watches = index.get(sku)
+            if watches is not None:
+                watches.discard(watch)
+                if not watches:
+                    del index[sku]
+
+
+def _shown(price: Price) -> tuple[object, ...]:
+    return (price.current, price.compare_at)
+
+
+def _numbers(position: Position) -> tuple[int, int, int]:
+    return (position.available, position.on_hand, position.reserved)

@@ -1,0 +1,147 @@
+"""Subscriptions over a real WebSocket (graphql-transport-ws): live stock after a sale, live
+prices after a change in the pricing engine, bounds and bad input."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import uuid
+from collections.abc import AsyncIterator
+from typing import Any
+
+import httpx
+import pytest
+from websockets.asyncio.client import ClientConnection, connect
+
+from legacy.demo import DemoEstate
+from legacy.launcher import RunningEstate
+from tests.api.test_orders import PLACE, STOCK
+from tests.support import ServedGateway
+
+STOCK_CHANGED = """subscription($skus: [String!]!, $stores: [ID!]!) {
+  stockChanged(skus: $skus, storeIds: $stores, initial: true) {
+    sku store { code } available onHand reserved at } }"""
+PRICE_CHANGED = """subscription($skus: [String!]!) {
+  priceChanged(skus: $skus, initial: true) { sku price { current { amount } } previous {
+    current { amount } } } }"""
+WAIT = 10.0
+
+
+@pytest.fixture
+async def socket(cold_gateway: ServedGateway) -> AsyncIterator[ClientConnection]:
+    url = cold_gateway.url.replace("http://", "ws://") + "/graphql"
+    async with connect(
+        url, subprotocols=["graphql-transport-ws"], additional_headers={"X-Api-Key": "demo-pos"}
+    ) as websocket:
+        await websocket.send(json.dumps({"type": "connection_init", "payload": {}}))
+        ack = json.loads(await asyncio.wait_for(websocket.recv(), WAIT))
+        assert ack["type"] == "connection_ack"
+        yield websocket
+
+
+async def subscribe_to(websocket: ClientConnection, query: str, variables: dict[str, Any]) -> str:
+    operation = uuid.uuid4().hex
+    message = {
+        "id": operation,
+        "type": "subscribe",
+        "payload": {"query": query, "variables": variables},
+    }
+    await websocket.send(json.dumps(message))
+    return operation
+
+
+async def next_message(websocket: ClientConnection, operation: str | None = None) -> dict[str, Any]:
+    """The next message (of ``operation``, when given, skipping others')."""
+    while True:
+        message: dict[str, Any] = json.loads(await asyncio.wait_for(websocket.recv(), WAIT))
+        if operation is None or message.get("id") == operation:
+            return message
+
+
+def _store_and_sku(truth: DemoEstate, gateway: ServedGateway) -> tuple[str, str]:
+    store = next(loc.code for loc in truth.locations if "CARRY_OUT" in loc.capabilities)
+    for product in truth.products[20:]:
+        for variant in product.variants:
+            body = gateway.graphql(STOCK, {"sku": variant.sku, "store": store}).json()
+            stock = [v for v in body["data"]["product"]["variants"] if v["sku"] == variant.sku]
+            if sum(s["available"] for s in stock[0]["availability"]) >= 2:
+                return store, variant.sku
+    raise AssertionError("no SKU in stock")
+
+
+async def test_a_till_sale_reaches_a_subscriber_with_the_numbers_a_query_shows(
+    socket: ClientConnection, cold_gateway: ServedGateway, truth: DemoEstate
+) -> None:
+    # given a kiosk subscribed to two SKUs at a store, and their initial numbers
+    store, sku = _store_and_sku(truth, cold_gateway)
+    other = next(v.sku for v in truth.products[2].variants if v.sku != sku)
+    await subscribe_to(socket, STOCK_CHANGED, {"skus": [sku, other], "stores": [store]})
+    first = [(await next_message(socket))["payload"]["data"]["stockChanged"] for _ in range(2)]
+    initial = next(change for change in first if change["sku"] == sku)
+
+    # when a till at that store sells one
+    order = {
+        "idempotencyKey": uuid.uuid4().hex,
+        "lines": [{"sku": sku, "quantity": 1}],
+        "fulfillment": "CARRY_OUT",
+        "storeId": store,
+    }
+    placed = cold_gateway.graphql(PLACE, {"input": order}, key="demo-pos").json()
+    assert placed["data"]["placeOrder"]["userErrors"] == []
+    update = (await next_message(socket))["payload"]["data"]["stockChanged"]
+
+    # then the subscriber sees one fewer available and one more reserved, as a query does,
+    # and nothing about the other SKU, which did not move
+    shown = cold_gateway.graphql(STOCK, {"sku": sku, "store": store}).json()
+    (variant,) = [v for v in shown["data"]["product"]["variants"] if v["sku"] == sku]
+    assert (update["sku"], update["store"]["code"]) == (sku, store)
+    assert update["available"] == initial["available"] - 1
+    assert update["reserved"] == initial["reserved"] + 1
+    assert update["available"] == variant["availability"][0]["available"]
+    with pytest.raises(TimeoutError):
+        await asyncio.wait_for(socket.recv(), 1.0)
+
+
+async def test_a_price_change_in_the_pricing_engine_reaches_a_subscriber(
+    socket: ClientConnection, estate: RunningEstate, truth: DemoEstate
+) -> None:
+    variant = truth.products[11].variants[0]
+    await subscribe_to(socket, PRICE_CHANGED, {"skus": [variant.sku]})
+    initial = (await next_message(socket))["payload"]["data"]["priceChanged"]
+    url = f"{estate.urls['pricing']}/_sim/prices"
+
+    async with httpx.AsyncClient() as client:
+        (await client.post(url, json={"sku": variant.sku, "price": "2.34"})).raise_for_status()
+        try:
+            update = (await next_message(socket))["payload"]["data"]["priceChanged"]
+        finally:
+            await client.post(url, json={"sku": variant.sku, "price": str(variant.base_price)})
+
+    assert initial["price"]["current"]["amount"] == str(variant.base_price)
+    assert initial["previous"] is None
+    assert update["price"]["current"]["amount"] == "2.34"
+    assert update["previous"]["current"]["amount"] == str(variant.base_price)
+
+
+@pytest.mark.parametrize(
+    ("variables", "code"),
+    [
+        ({"skus": [], "stores": ["0001"]}, "TOO_MANY_SKUS"),
+        ({"skus": [f"{n}" for n in range(101)], "stores": ["0001"]}, "TOO_MANY_SKUS"),
+        ({"skus": ["100000010"], "stores": ["nowhere"]}, "UNKNOWN_STORE"),
+    ],
+)
+async def test_a_subscription_out_of_bounds_gets_a_typed_error_and_the_socket_stays(
+    socket: ClientConnection, variables: dict[str, Any], code: str
+) -> None:
+    refused_id = await subscribe_to(socket, STOCK_CHANGED, variables)
+    refused = await next_message(socket, refused_id)
+    other = await next_message(
+        socket, await subscribe_to(socket, PRICE_CHANGED, {"skus": ["100000010"]})
+    )
+
+    assert refused["type"] == "error" or refused["payload"].get("errors")
+    errors = refused["payload"] if refused["type"] == "error" else refused["payload"]["errors"]
+    assert [error["extensions"]["code"] for error in errors] == [code]
+    assert other["type"] == "next"
+    assert other["payload"]["data"]["priceChanged"]["sku"] == "100000010"
