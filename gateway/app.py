@@ -38,7 +38,7 @@ from gateway.context import Context, Runtime
 from gateway.db import create_engine, upgrade
 from gateway.health import Readiness, backend_urls, health_routes
 from gateway.ledger import InventoryLedger
-from gateway.live import LiveHub
+from gateway.live import LiveHub, LiveSockets
 from gateway.loaders import build_loaders
 from gateway.locations import LocationDirectory
 from gateway.metrics import Metrics, instrument, metrics_route
@@ -75,6 +75,7 @@ def create_app(
     """The gateway. ``backends`` replaces the configured adapters (tests pass fakes here)."""
     config = config or settings.config()
     metrics = Metrics()
+    sockets = LiveSockets()
     if backends is None and config.backends is None:
         raise ValueError("the gateway config names no [backends]")
 
@@ -123,6 +124,7 @@ def create_app(
                 shared.responses,
                 live,
                 config.subscriptions,
+                sockets,
             )
             yield {
                 "runtime": runtime,
@@ -153,7 +155,9 @@ def create_app(
             max_wait=config.limits.max_wait,
         ),
     ]
-    return Starlette(routes=routes, middleware=middleware, lifespan=lifespan)
+    app = Starlette(routes=routes, middleware=middleware, lifespan=lifespan)
+    app.state.live_sockets = sockets  # closed with 1001 first on shutdown (gateway.serve)
+    return app
 
 
 def _now() -> datetime:

@@ -15,7 +15,7 @@ from gateway.backends import Backends
 from gateway.cart import CartPricing, PromotionRules
 from gateway.config import SubscriptionsConfig
 from gateway.ledger import InventoryLedger
-from gateway.live import LiveHub
+from gateway.live import LiveHub, LiveSockets
 from gateway.loaders import Loaders
 from gateway.locations import LocationDirectory
 from gateway.metrics import Metrics
@@ -46,6 +46,7 @@ class Runtime:
     responses: ResponseCache | None
     live: LiveHub
     live_limits: SubscriptionsConfig
+    sockets: LiveSockets
 
 
 @dataclass(frozen=True, slots=True)

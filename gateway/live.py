@@ -18,11 +18,11 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections import OrderedDict
+from collections import Counter, OrderedDict
 from collections.abc import AsyncGenerator, Awaitable, Callable, Hashable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Generic, TypeVar
+from typing import Generic, Protocol, TypeVar
 
 from adapters.ports import Price
 from gateway.ledger import InventoryLedger, Position
@@ -50,6 +50,10 @@ class PriceEvent:
     price: Price
     previous: Price | None
     at: datetime
+
+
+class Closable(Protocol):
+    async def close(self, code: int = 1000, reason: str | None = None) -> None: ...
 
 
 class TooSlow(Exception):
@@ -246,3 +250,30 @@ def _shown(price: Price) -> tuple[object, ...]:
 
 def _numbers(position: Position) -> tuple[int, int, int]:
     return (position.available, position.on_hand, position.reserved)
+
+
+class LiveSockets:
+    """The WebSockets that carry subscriptions in this process, so that a shutdown can close
+    each with 1001 (going away): devices then reconnect to another instance at once."""
+
+    GOING_AWAY = 1001
+
+    def __init__(self) -> None:
+        self._open: Counter[Closable] = Counter()  # socket -> its running subscriptions
+
+    def __len__(self) -> int:
+        return len(self._open)
+
+    def add(self, socket: Closable) -> None:
+        self._open[socket] += 1
+
+    def discard(self, socket: Closable) -> None:
+        self._open[socket] -= 1
+        if self._open[socket] <= 0:
+            del self._open[socket]
+
+    async def close_all(self) -> None:
+        for socket in list(self._open):
+            with contextlib.suppress(Exception):  # already closing or closed: nothing to tell
+                await socket.close(self.GOING_AWAY, "server shutting down")
+        self._open.clear()

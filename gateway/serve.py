@@ -6,6 +6,7 @@ import contextlib
 import difflib
 import gc
 import logging
+import socket
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
@@ -25,6 +26,7 @@ from gateway.config import (
     PromotionsBackend,
     Settings,
 )
+from gateway.live import LiveSockets
 
 if TYPE_CHECKING:
     from legacy.sim import Knobs
@@ -51,8 +53,19 @@ def serve(
         server = uvicorn.Config(app, host=settings.host, port=settings.port, log_level="warning")
         # uvicorn re-raises Ctrl-C once it has shut down gracefully; that is the normal way out.
         with contextlib.suppress(KeyboardInterrupt):
-            uvicorn.Server(server).run()
+            GatewayServer(server).run()
     return 0
+
+
+class GatewayServer(uvicorn.Server):
+    """uvicorn's server, closing the subscriptions' sockets with 1001 (going away) before its
+    own shutdown fails every connection with 1012: devices reconnect elsewhere at once."""
+
+    async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
+        live = getattr(getattr(self.config.app, "state", None), "live_sockets", None)
+        if isinstance(live, LiveSockets):
+            await live.close_all()
+        await super().shutdown(sockets)
 
 
 def _tune_garbage_collection() -> None:

@@ -6,6 +6,7 @@ from collections.abc import AsyncGenerator
 from datetime import datetime
 
 import strawberry
+from starlette.websockets import WebSocket
 
 from gateway.context import Info
 from gateway.live import PriceEvent, StockEvent, TooSlow
@@ -56,6 +57,7 @@ class Subscription:
         codes = [store_code(store_id) for store_id in store_ids]
         check_known_stores(codes, locations)
         updates = info.context.runtime.live.stock(skus, codes, initial)
+        _carry(info, +1)
         try:
             async for batch in updates:
                 for event in batch:
@@ -63,6 +65,7 @@ class Subscription:
         except TooSlow as exc:
             raise user_error(f"this subscriber is {exc}", code="SUBSCRIBER_TOO_SLOW") from exc
         finally:
+            _carry(info, -1)
             await updates.aclose()
 
     @strawberry.subscription(
@@ -81,6 +84,7 @@ class Subscription:
         if store is not None:
             check_known_stores([store], await info.context.runtime.locations.by_id())
         updates = info.context.runtime.live.prices(skus, store, initial)
+        _carry(info, +1)
         try:
             async for batch in updates:
                 for event in batch:
@@ -88,7 +92,18 @@ class Subscription:
         except TooSlow as exc:
             raise user_error(f"this subscriber is {exc}", code="SUBSCRIBER_TOO_SLOW") from exc
         finally:
+            _carry(info, -1)
             await updates.aclose()
+
+
+def _carry(info: Info, subscriptions: int) -> None:
+    """Count a subscription more (+1) or less (-1) on the WebSocket that carries it."""
+    socket = info.context.request
+    if isinstance(socket, WebSocket):
+        if subscriptions > 0:
+            info.context.runtime.sockets.add(socket)
+        else:
+            info.context.runtime.sockets.discard(socket)
 
 
 def _stock(event: StockEvent, store: StoreType) -> StockChangeType:

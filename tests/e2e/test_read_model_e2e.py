@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import signal
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -23,6 +24,7 @@ from typing import Any
 import httpx
 import pytest
 from websockets.asyncio.client import connect
+from websockets.exceptions import ConnectionClosed
 
 from legacy.demo import DemoEstate
 from legacy.launcher import RunningEstate
@@ -345,3 +347,33 @@ async def test_a_sale_on_one_instance_reaches_a_subscriber_on_the_other(
         initial["available"] - 2,
         initial["reserved"] + 2,
     )
+
+
+async def test_a_gateway_shutting_down_closes_subscribers_sockets_with_going_away(
+    deployment: Deployment,
+) -> None:
+    fleet = deployment.fleet
+    fleet.ensure_running()
+    member = fleet.members[1]
+    url = member.url.replace("http://", "ws://") + "/graphql"
+    try:
+        async with connect(
+            url, subprotocols=["graphql-transport-ws"], additional_headers={"X-Api-Key": "demo-pos"}
+        ) as websocket:
+            await websocket.send(json.dumps({"type": "connection_init", "payload": {}}))
+            await next_message(websocket)
+            variables = {"skus": [_sku(deployment, 9)], "stores": ["0001"]}
+            operation = await subscribe_to(websocket, STOCK_CHANGED, variables)
+            await next_message(websocket, operation)
+
+            assert member.process is not None
+            member.process.send_signal(signal.SIGTERM)
+            with contextlib.suppress(ConnectionClosed):
+                await asyncio.wait_for(websocket.recv(), WAIT_SECONDS)
+            code = websocket.close_code
+    finally:
+        if member.process is not None:
+            await asyncio.to_thread(member.process.wait, WAIT_SECONDS)
+        fleet.ensure_running()
+
+    assert code == 1001
