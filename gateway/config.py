@@ -148,6 +148,8 @@ class SubscriptionsConfig(_Strict):
     max_skus: int = Field(default=100, ge=1)  # per subscription
     max_stores: int = Field(default=20, ge=1)  # per stockChanged subscription
     max_lag: float = Field(default=10.0, gt=0)  # seconds a subscriber may fall behind
+    max_per_connection: int = Field(default=20, ge=1)  # subscriptions on one WebSocket
+    max_connections_per_key: int = Field(default=2000, ge=1)  # subscribed sockets per channel
 
 
 class GatewayConfig(_Strict):

@@ -19,13 +19,21 @@ import contextlib
 import logging
 import time
 from collections import Counter, OrderedDict
-from collections.abc import AsyncGenerator, Awaitable, Callable, Hashable, Iterable, Mapping
+from collections.abc import (
+    AsyncGenerator,
+    Awaitable,
+    Callable,
+    Hashable,
+    Iterable,
+    Mapping,
+    Sequence,
+)
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Generic, Protocol, TypeVar
 
 from adapters.ports import Price
-from gateway.ledger import InventoryLedger, Position
+from gateway.ledger import Position
 from gateway.readmodel.bus import ChangeBus, ChangeNotice
 
 log = logging.getLogger(__name__)
@@ -61,20 +69,30 @@ class TooSlow(Exception):
 
 
 class Mailbox(Generic[K, E]):
-    """The latest undelivered event per key, oldest first."""
+    """The latest undelivered event per key, oldest first. Once the oldest has waited more
+    than ``max_lag`` seconds the mailbox closes, and ``too_slow`` is called (once)."""
 
-    def __init__(self, max_lag: float) -> None:
+    def __init__(self, max_lag: float, too_slow: Callable[[], None] | None = None) -> None:
         self._pending: OrderedDict[K, tuple[float, E]] = OrderedDict()
         self._wake = asyncio.Event()
         self._max_lag = max_lag
+        self._too_slow = too_slow
         self.closed = False
 
+    def __len__(self) -> int:
+        return len(self._pending)
+
     def put(self, key: K, event: E) -> None:
-        queued = self._pending.pop(key, None)
-        since = time.monotonic() if queued is None else queued[0]
-        self._pending[key] = (since, event)
+        if self.closed:
+            return
+        queued = self._pending.get(key)
+        # A newer value replaces the queued one in its place: the oldest stays first.
+        self._pending[key] = (time.monotonic() if queued is None else queued[0], event)
         if time.monotonic() - next(iter(self._pending.values()))[0] > self._max_lag:
             self.closed = True
+            self._pending.clear()
+            if self._too_slow is not None:
+                self._too_slow()
         self._wake.set()
 
     async def take(self) -> list[E]:
@@ -96,6 +114,12 @@ class _Watch(Generic[K, E]):
     last: dict[K, object] = field(default_factory=dict)
 
 
+class PositionReader(Protocol):
+    """What the hub reads stock from: the inventory ledger."""
+
+    async def positions(self, skus: Sequence[str]) -> dict[str, list[Position]]: ...
+
+
 StockKey = tuple[str, str]
 PriceLookup = Callable[[list[str], str | None], Awaitable[Mapping[str, Price]]]
 """Prices of SKUs in a store's zone (None: the base zone), as a query would show them."""
@@ -105,7 +129,7 @@ class LiveHub:
     """Turns bus notices into events for this instance's subscriptions."""
 
     def __init__(
-        self, bus: ChangeBus, ledger: InventoryLedger, prices: PriceLookup, max_lag: float = 10.0
+        self, bus: ChangeBus, ledger: PositionReader, prices: PriceLookup, max_lag: float = 10.0
     ) -> None:
         self._ledger = ledger
         self._prices = prices
@@ -135,10 +159,16 @@ class LiveHub:
             self._wake.set()
 
     async def stock(
-        self, skus: Iterable[str], locations: Iterable[str], initial: bool
+        self,
+        skus: Iterable[str],
+        locations: Iterable[str],
+        initial: bool,
+        too_slow: Callable[[], None] | None = None,
     ) -> AsyncGenerator[list[StockEvent], None]:
-        """Batches of changed positions of ``skus`` at ``locations``, until the caller stops."""
-        watch: _Watch[StockKey, StockEvent] = _Watch(frozenset(skus), Mailbox(self._max_lag))
+        """Batches of changed positions of ``skus`` at ``locations``, until the caller stops
+        (``too_slow``: see ``Mailbox``)."""
+        mailbox: Mailbox[StockKey, StockEvent] = Mailbox(self._max_lag, too_slow)
+        watch = _Watch(frozenset(skus), mailbox)
         places = frozenset(locations)
         self._stock_places[id(watch)] = places
         for sku in watch.skus:  # before the first read: a change meanwhile is not lost
@@ -153,10 +183,15 @@ class LiveHub:
             self._stock_places.pop(id(watch), None)
 
     async def prices(
-        self, skus: Iterable[str], store: str | None, initial: bool
+        self,
+        skus: Iterable[str],
+        store: str | None,
+        initial: bool,
+        too_slow: Callable[[], None] | None = None,
     ) -> AsyncGenerator[list[PriceEvent], None]:
         """Batches of changed prices of ``skus`` (in ``store``'s zone), until the caller stops."""
-        watch: _Watch[str, PriceEvent] = _Watch(frozenset(skus), Mailbox(self._max_lag))
+        mailbox: Mailbox[str, PriceEvent] = Mailbox(self._max_lag, too_slow)
+        watch = _Watch(frozenset(skus), mailbox)
         self._price_store[id(watch)] = store
         for sku in watch.skus:
             self._price.setdefault(sku, set()).add(watch)
@@ -260,20 +295,31 @@ class LiveSockets:
 
     def __init__(self) -> None:
         self._open: Counter[Closable] = Counter()  # socket -> its running subscriptions
+        self._channel: dict[Closable, str] = {}
 
     def __len__(self) -> int:
         return len(self._open)
 
-    def add(self, socket: Closable) -> None:
+    def subscriptions(self, socket: Closable) -> int:
+        return self._open[socket]
+
+    def connections(self, channel: str) -> int:
+        """Sockets of ``channel`` that carry at least one subscription."""
+        return sum(1 for name in self._channel.values() if name == channel)
+
+    def add(self, socket: Closable, channel: str) -> None:
         self._open[socket] += 1
+        self._channel[socket] = channel
 
     def discard(self, socket: Closable) -> None:
         self._open[socket] -= 1
         if self._open[socket] <= 0:
             del self._open[socket]
+            self._channel.pop(socket, None)
 
     async def close_all(self) -> None:
         for socket in list(self._open):
             with contextlib.suppress(Exception):  # already closing or closed: nothing to tell
                 await socket.close(self.GOING_AWAY, "server shutting down")
         self._open.clear()
+        self._channel.clear()

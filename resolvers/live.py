@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncGenerator
+import asyncio
+from collections.abc import AsyncGenerator, Callable
 from datetime import datetime
 
 import strawberry
@@ -56,7 +57,7 @@ class Subscription:
         locations = await info.context.runtime.locations.by_id()
         codes = [store_code(store_id) for store_id in store_ids]
         check_known_stores(codes, locations)
-        updates = info.context.runtime.live.stock(skus, codes, initial)
+        updates = info.context.runtime.live.stock(skus, codes, initial, _admit(info))
         _carry(info, +1)
         try:
             async for batch in updates:
@@ -83,7 +84,7 @@ class Subscription:
         store = None if store_id is None else store_code(store_id)
         if store is not None:
             check_known_stores([store], await info.context.runtime.locations.by_id())
-        updates = info.context.runtime.live.prices(skus, store, initial)
+        updates = info.context.runtime.live.prices(skus, store, initial, _admit(info))
         _carry(info, +1)
         try:
             async for batch in updates:
@@ -96,14 +97,45 @@ class Subscription:
             await updates.aclose()
 
 
+TOO_SLOW_CLOSE = 4008  # graphql-transport-ws leaves 4xxx to the application
+_closing: set[asyncio.Task[None]] = set()  # closes under way (the loop keeps weak references)
+
+
 def _carry(info: Info, subscriptions: int) -> None:
     """Count a subscription more (+1) or less (-1) on the WebSocket that carries it."""
     socket = info.context.request
     if isinstance(socket, WebSocket):
         if subscriptions > 0:
-            info.context.runtime.sockets.add(socket)
+            info.context.runtime.sockets.add(socket, info.context.channel.name)
         else:
             info.context.runtime.sockets.discard(socket)
+
+
+def _admit(info: Info) -> Callable[[], None]:
+    """Check this connection's and this channel's bounds; return what closes the socket when
+    the subscription's consumer falls too far behind."""
+    socket, runtime = info.context.request, info.context.runtime
+    limits, sockets = runtime.live_limits, runtime.sockets
+    if not isinstance(socket, WebSocket):
+        raise user_error("subscriptions are served over WebSocket only", code="BAD_REQUEST")
+    if sockets.subscriptions(socket) >= limits.max_per_connection:
+        message = f"at most {limits.max_per_connection} subscriptions per connection"
+        raise user_error(message, code="TOO_MANY_SUBSCRIPTIONS")
+    channel = info.context.channel.name
+    if not sockets.subscriptions(socket) and sockets.connections(channel) >= (
+        limits.max_connections_per_key
+    ):
+        message = f"at most {limits.max_connections_per_key} subscribed connections per key"
+        raise user_error(message, code="TOO_MANY_CONNECTIONS")
+
+    def too_slow() -> None:
+        closing = asyncio.get_running_loop().create_task(
+            socket.close(TOO_SLOW_CLOSE, "subscriber too slow")
+        )
+        _closing.add(closing)
+        closing.add_done_callback(_closing.discard)
+
+    return too_slow
 
 
 def _stock(event: StockEvent, store: StoreType) -> StockChangeType:

@@ -145,3 +145,20 @@ async def test_a_subscription_out_of_bounds_gets_a_typed_error_and_the_socket_st
     assert [error["extensions"]["code"] for error in errors] == [code]
     assert other["type"] == "next"
     assert other["payload"]["data"]["priceChanged"]["sku"] == "100000010"
+
+
+async def test_subscriptions_past_the_bound_of_one_connection_are_refused_the_others_go_on(
+    socket: ClientConnection,
+) -> None:
+    limit = 20  # [subscriptions] max_per_connection, by default
+    accepted = []
+    for _ in range(limit):
+        operation = await subscribe_to(socket, PRICE_CHANGED, {"skus": ["100000010"]})
+        accepted.append((await next_message(socket, operation))["type"])
+
+    refused_id = await subscribe_to(socket, PRICE_CHANGED, {"skus": ["100000010"]})
+    refused = await next_message(socket, refused_id)
+
+    errors = refused["payload"] if refused["type"] == "error" else refused["payload"]["errors"]
+    assert accepted == ["next"] * limit
+    assert [error["extensions"]["code"] for error in errors] == ["TOO_MANY_SUBSCRIPTIONS"]
