@@ -13,6 +13,7 @@ from collections.abc import Iterator
 
 from graphql import GraphQLError
 from strawberry.extensions import SchemaExtension
+from strawberry.types.execution import StreamExecutionResult
 
 from adapters.ports import BackendError, BackendRejected
 
@@ -55,3 +56,10 @@ class PublicErrors(SchemaExtension):
         result = self.execution_context.result
         if result is not None and result.errors:
             result.errors = [public_error(error) for error in result.errors]
+
+    def on_stream_result(self, result: StreamExecutionResult) -> Iterator[None]:
+        """Each event of a subscription leaves the graph by the same rule."""
+        errors = getattr(result, "errors", None)
+        if errors:
+            result.errors = [public_error(error) for error in errors]  # type: ignore[union-attr]
+        yield

@@ -162,3 +162,24 @@ async def test_subscriptions_past_the_bound_of_one_connection_are_refused_the_ot
     errors = refused["payload"] if refused["type"] == "error" else refused["payload"]["errors"]
     assert accepted == ["next"] * limit
     assert [error["extensions"]["code"] for error in errors] == ["TOO_MANY_SUBSCRIPTIONS"]
+
+
+async def test_a_backend_failing_inside_a_subscription_is_reported_without_internals(
+    socket: ClientConnection, estate: RunningEstate, truth: DemoEstate
+) -> None:
+    sku = truth.products[13].variants[0].sku  # not yet read by this gateway
+    async with httpx.AsyncClient() as client:
+        knobs = f"{estate.urls['pricing']}/_sim/knobs"
+        (await client.post(knobs, json={"outage": True})).raise_for_status()
+        try:
+            refused = await next_message(
+                socket, await subscribe_to(socket, PRICE_CHANGED, {"skus": [sku]})
+            )
+        finally:
+            await client.post(knobs, json={"outage": False})
+
+    errors = refused["payload"] if refused["type"] == "error" else refused["payload"]["errors"]
+    assert [(e["message"], e["extensions"]["code"]) for e in errors] == [
+        ("pricing is unavailable", "BACKEND_UNAVAILABLE")
+    ]
+    assert "PricingService" not in json.dumps(refused)
