@@ -111,6 +111,7 @@ class ChangeBus:
         self._seen: dict[str, int] = dict.fromkeys(FEED_KINDS, 0)
         self._lagging: dict[str, int] = {}
         self._connected = link is None
+        self._subscribed_before = False
         self._script = None if link is None else link.client.register_script(_PUBLISH)
         self.gaps = 0
 
@@ -202,9 +203,13 @@ class ChangeBus:
         try:
             await pubsub.subscribe(self._channel)
             await self._check_sequences(client, settle=False)
+            if self._subscribed_before:
+                # Sales made while Redis was unreachable were told to their own instance only:
+                # what they moved is re-read (the ledger has it), whatever the sequences say.
+                self._gap("ledger", "subscribed again")
             if not self._connected:
                 log.info("change bus: subscribed")
-            self._connected = True
+            self._connected = self._subscribed_before = True
             loop = asyncio.get_running_loop()
             next_check = loop.time() + self._check_interval
             while not stop.is_set():

@@ -377,3 +377,48 @@ async def test_a_gateway_shutting_down_closes_subscribers_sockets_with_going_awa
         fleet.ensure_running()
 
     assert code == 1001
+
+
+async def test_a_subscriber_catches_up_on_what_other_instances_sold_while_redis_was_down(
+    deployment: Deployment,
+) -> None:
+    fleet, redis = deployment.fleet, deployment.redis
+    fleet.ensure_running()
+    seller, watcher = fleet.urls
+    store = next(loc.code for loc in deployment.truth.locations if "CARRY_OUT" in loc.capabilities)
+    sku = _sku(deployment, 10)
+    async with httpx.AsyncClient() as client:
+        await book_stock(client, deployment.estate, {(store, sku): 40})
+    url = watcher.replace("http://", "ws://") + "/graphql"
+    async with connect(
+        url, subprotocols=["graphql-transport-ws"], additional_headers={"X-Api-Key": "demo-kiosk"}
+    ) as websocket:
+        await websocket.send(json.dumps({"type": "connection_init", "payload": {}}))
+        await next_message(websocket)
+        operation = await subscribe_to(websocket, STOCK_CHANGED, {"skus": [sku], "stores": [store]})
+        shown = (await next_message(websocket, operation))["payload"]["data"]["stockChanged"]
+        deadline = time.monotonic() + WAIT_SECONDS
+        while shown["onHand"] != 40 and time.monotonic() < deadline:
+            shown = (await next_message(websocket, operation))["payload"]["data"]["stockChanged"]
+
+        await asyncio.to_thread(redis.stop)
+        try:
+            order = {
+                "idempotencyKey": uuid.uuid4().hex,
+                "lines": [{"sku": sku, "quantity": 3}],
+                "fulfillment": "CARRY_OUT",
+                "storeId": store,
+            }
+            async with httpx.AsyncClient(headers={"X-Api-Key": "demo-pos"}, timeout=30) as client:
+                placed = await client.post(
+                    f"{seller}/graphql", json={"query": PLACE, "variables": {"input": order}}
+                )
+        finally:
+            await asyncio.to_thread(redis.start)
+        caught_up = (await next_message(websocket, operation))["payload"]["data"]["stockChanged"]
+
+    assert placed.json()["data"]["placeOrder"]["userErrors"] == []
+    assert (caught_up["available"], caught_up["reserved"]) == (
+        shown["available"] - 3,
+        shown["reserved"] + 3,
+    )
