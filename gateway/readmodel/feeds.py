@@ -242,7 +242,10 @@ class Follower:
         try:
             if self._lease is None:
                 return await self._follow(durable=True)
-            self.holding = await self._lease.hold()
+            held = await self._lease.hold()
+            if held and not self.holding:
+                self._cursor_known = False  # newly the holder: resume from the stored cursor
+            self.holding = held
             if self.holding:
                 return await self._follow(durable=True)
             if not self._bus.connected:
@@ -257,7 +260,9 @@ class Follower:
         return False
 
     async def _follow(self, *, durable: bool) -> bool:
-        if durable or not self._cursor_known:
+        # While it holds the feed without a break, the holder's own cursor is the stored one
+        # (its compare and set below says so): the database is read only after a change.
+        if not self._cursor_known:
             self._cursor = await read_state(self._database, self._state)
             self._cursor_known = True
         since = self._cursor
