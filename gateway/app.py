@@ -107,6 +107,7 @@ def create_app(
             live = LiveHub(shared.bus, ledger, shared.reads.prices, config.subscriptions.max_lag)
             followers = reading.followers_for(config, shared, database, ledger, ports)
             await reading.catch_up(followers)
+            metrics.registry.register(reading.ReadSideMetrics(shared, followers, live))
             await _background(stack, config, database, ports, shared, live, followers)
             runtime = Runtime(
                 ports,

@@ -92,6 +92,7 @@ class _Kind(Generic[V]):
         model = self._model
         found: dict[str, Entry[V]] = {}
         missing: list[str] = []
+        model.lookups += len(keys)
         for key in dict.fromkeys(keys):
             entry = model.local.get(self.local_key(key))
             if entry is None:
@@ -234,8 +235,9 @@ class ReadModel:
         self._evicted: dict[str, int] = {}
         self._reset_epoch = 0
         self._zones: dict[str, str] = {}  # store id -> price zone, as the pricing engine said
-        self.misses = 0
-        self.fetches = 0
+        self.lookups = 0  # keys asked for
+        self.misses = 0  # keys this process's level did not have
+        self.fetches = 0  # batches asked of a port
         self._products = _Kind[Product]("product", "pim", self, TypeAdapter(Entry[Product]))
         self._skus = _Kind[str]("sku", "pim", self, TypeAdapter(Entry[str]), remember_absent=False)
         self._listings = _Kind[ListingPage]("listing", "pim", self, TypeAdapter(Entry[ListingPage]))

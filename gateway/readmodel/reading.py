@@ -3,14 +3,18 @@ read model, the response cache and the feeds' followers."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from contextlib import AsyncExitStack
 from dataclasses import dataclass
 
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from gateway.backends import Backends
 from gateway.config import GatewayConfig, ReadModelConfig
 from gateway.ledger import InventoryLedger
+from gateway.live import LiveHub
 from gateway.readmodel.bus import ChangeBus
 from gateway.readmodel.feeds import (
     FeedSource,
@@ -103,3 +107,52 @@ async def catch_up(followers: list[Follower], steps: int = 100) -> None:
         for _ in range(steps):
             if not await follower.step():
                 break
+
+
+class ReadSideMetrics(Collector):
+    """The read side's counters, read when Prometheus scrapes (nothing on the request path)."""
+
+    def __init__(self, shared: SharedReads, followers: list[Follower], live: LiveHub) -> None:
+        self._shared = shared
+        self._followers = followers
+        self._live = live
+
+    def collect(self) -> Iterator[Metric]:
+        reads, bus, responses = self._shared.reads, self._shared.bus, self._shared.responses
+        yield _counter("gateway_read_model_lookups", "Keys asked of the read model.", reads.lookups)
+        yield _counter(
+            "gateway_read_model_misses", "Keys this process's level lacked.", reads.misses
+        )
+        yield _counter("gateway_read_model_fetches", "Batches asked of a port.", reads.fetches)
+        yield GaugeMetricFamily(
+            "gateway_read_model_entries", "Entries in this process's level.", len(reads.local)
+        )
+        if responses is not None:
+            yield _counter("gateway_response_cache_hits", "Answers served again.", responses.hits)
+            yield _counter("gateway_response_cache_stores", "Answers kept.", responses.stores)
+        yield _counter("gateway_change_bus_gaps", "Feeds seen to skip or reset.", bus.gaps)
+        yield GaugeMetricFamily(
+            "gateway_change_bus_connected",
+            "1 while notices of every instance arrive.",
+            1 if bus.connected else 0,
+        )
+        holding = GaugeMetricFamily(
+            "gateway_feed_holding",
+            "1 while this instance follows the feed for all.",
+            labels=["feed"],
+        )
+        failures = CounterMetricFamily(
+            "gateway_feed_failures", "Reads of a feed that failed.", labels=["feed"]
+        )
+        for follower in self._followers:
+            holding.add_metric([follower.source.name], 1 if follower.holding else 0)
+            failures.add_metric([follower.source.name], follower.failures)
+        yield holding
+        yield failures
+        yield GaugeMetricFamily(
+            "gateway_subscriptions", "Live subscriptions served.", self._live.subscriptions
+        )
+
+
+def _counter(name: str, documentation: str, value: int) -> CounterMetricFamily:
+    return CounterMetricFamily(name, documentation, value=value)

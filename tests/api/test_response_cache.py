@@ -111,3 +111,19 @@ def _amount(response: httpx.Response) -> str:
     variants = response.json()["data"]["product"]["variants"]
     amount: str = variants[0]["price"]["current"]["amount"]
     return amount
+
+
+def test_metrics_count_hits_and_say_which_feeds_this_instance_follows(
+    cold_gateway: ServedGateway,
+) -> None:
+    hits_before = cold_gateway.metric("gateway_response_cache_hits_total")
+
+    for _ in range(3):
+        cold_gateway.graphql(LISTING, LISTING_VARIABLES)
+
+    assert cold_gateway.metric("gateway_response_cache_hits_total") == hits_before + 2
+    assert cold_gateway.metric("gateway_read_model_lookups_total") > 0
+    # without Redis the one process follows every feed itself
+    feeds = ("pim", "pricing", "promotions", "erp")
+    assert [cold_gateway.metric("gateway_feed_holding", feed=feed) for feed in feeds] == [1] * 4
+    assert cold_gateway.metric("gateway_change_bus_connected") == 1
