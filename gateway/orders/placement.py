@@ -44,6 +44,7 @@ from gateway.ledger import InventoryLedger, Reservation, Shortfall
 from gateway.loaders import Loaders
 from gateway.locations import LocationDirectory
 from gateway.offers import CouponUsage
+from gateway.orders.delivery import submission_payload
 from gateway.orders.outbox import MessageKind, NewMessage, enqueue, enqueue_many
 from gateway.orders.store import (
     ClaimState,
@@ -469,7 +470,7 @@ class OrderService:
                         [OrderError(ErrorCode.COUPON_LIMIT_REACHED, message, "couponCodes")]
                     )
             await insert_order(connection, new)
-            await enqueue_many(connection, _messages(order_id, request, quote), now)
+            await enqueue_many(connection, _messages(new, request, quote), now)
             await IdempotencyKeys.complete(connection, request.channel, request.idempotency_key)
         return accepted(new)
 
@@ -477,9 +478,11 @@ class OrderService:
 # --------------------------------------------------------------------------- helpers
 
 
-def _messages(order_id: str, request: OrderRequest, quote: Quote) -> list[NewMessage]:
-    """What a new order owes other systems: the OMS hand-off, and the points it earns."""
-    messages = [NewMessage(MessageKind.OMS_SUBMIT, order_id)]
+def _messages(order: NewOrder, request: OrderRequest, quote: Quote) -> list[NewMessage]:
+    """What a new order owes other systems: the OMS hand-off (carrying what the OMS is to
+    receive), and the points it earns."""
+    order_id = order.id
+    messages = [NewMessage(MessageKind.OMS_SUBMIT, order_id, submission_payload(order))]
     if request.customer_id is not None and quote.priced.points_to_earn:
         payload = {
             "customer_id": request.customer_id,
