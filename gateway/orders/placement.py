@@ -45,7 +45,7 @@ from gateway.loaders import Loaders
 from gateway.locations import LocationDirectory
 from gateway.offers import CouponUsage
 from gateway.orders.delivery import submission_payload
-from gateway.orders.outbox import MessageKind, NewMessage, enqueue, enqueue_many
+from gateway.orders.outbox import MessageKind, NewMessage, enqueue
 from gateway.orders.store import (
     ClaimState,
     Destination,
@@ -469,9 +469,10 @@ class OrderService:
                     raise _Abort(
                         [OrderError(ErrorCode.COUPON_LIMIT_REACHED, message, "couponCodes")]
                     )
-            await insert_order(connection, new)
-            await enqueue_many(connection, _messages(new, request, quote), now)
-            await IdempotencyKeys.complete(connection, request.channel, request.idempotency_key)
+            messages = _messages(new, request, quote)
+            await insert_order(
+                connection, new, messages, (request.channel, request.idempotency_key)
+            )
         return accepted(new)
 
 
