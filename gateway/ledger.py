@@ -164,16 +164,22 @@ class InventoryLedger:
     async def positions(self, skus: Sequence[str]) -> dict[str, list[Position]]:
         """Every location's position for each SKU, locations in id order. SKUs without any
         position are absent. One query per ``SKUS_PER_QUERY`` distinct SKUs."""
+        if not skus:
+            return {}
+        async with self._statements.connect() as connection:
+            return await self.positions_in(connection, skus)
+
+    async def positions_in(
+        self, connection: AsyncConnection, skus: Sequence[str]
+    ) -> dict[str, list[Position]]:
+        """``positions``, read in the caller's transaction (an order's, before it reserves)."""
         keys = sorted(set(skus))
         found: dict[str, list[Position]] = {}
-        if not keys:
-            return found
-        async with self._statements.connect() as connection:
-            for start in range(0, len(keys), SKUS_PER_QUERY):
-                chunk = {"skus": keys[start : start + SKUS_PER_QUERY]}
-                rows = await connection.execute(_POSITIONS, chunk)
-                for position in map(Position._make, rows):
-                    found.setdefault(position.sku, []).append(position)
+        for start in range(0, len(keys), SKUS_PER_QUERY):
+            chunk = {"skus": keys[start : start + SKUS_PER_QUERY]}
+            rows = await connection.execute(_POSITIONS, chunk)
+            for position in map(Position._make, rows):
+                found.setdefault(position.sku, []).append(position)
         return found
 
     async def reserve(

@@ -82,7 +82,7 @@ def _action(statement: str) -> str:
     return f"SELECT {table.group(1) if table else '?'}"
 
 
-def test_a_till_sale_is_two_single_statements_and_one_transaction_of_two(
+def test_a_till_sale_is_one_single_statement_and_one_transaction_of_three(
     served: Served, truth: DemoEstate
 ) -> None:
     # given a unit on the shelf of a store
@@ -94,14 +94,14 @@ def test_a_till_sale_is_two_single_statements_and_one_transaction_of_two(
     with statements_to(served.database_url) as sent:
         placed = _place(gateway, _carry_out(sku, store))
 
-    # then the request claimed its key and read the positions in one statement each, then
+    # then the request claimed its key in a statement of its own, then read the positions,
     # reserved and wrote the whole order (its outbox message and its key's completion with
-    # it) in one transaction of two statements
+    # it) in one transaction of three statements: two commits
     assert placed["order"] is not None
     (request,) = [task for task in sent.values() if any("INSERT orders" in s.action for s in task)]
     assert [(s.action, s.autocommit) for s in request] == [
         ("INSERT idempotency_keys", True),
-        ("SELECT inventory_positions", True),
+        ("SELECT inventory_positions", False),
         ("UPDATE inventory_positions", False),
         (
             "INSERT orders, INSERT order_lines, INSERT order_allocations, INSERT outbox,"
