@@ -41,7 +41,7 @@ from gateway.ledger import InventoryLedger
 from gateway.live import LiveHub, LiveSockets
 from gateway.loaders import build_loaders
 from gateway.locations import LocationDirectory
-from gateway.metrics import Metrics, instrument, metrics_route
+from gateway.metrics import Metrics, count_round_trips, instrument, metrics_route
 from gateway.offers import CouponUsage, PersonalOffers
 from gateway.orders.changes import OrderChanges
 from gateway.orders.delivery import handlers
@@ -88,6 +88,7 @@ def create_app(
                 settings.database_url, connections=config.limits.database_connections
             )
             stack.push_async_callback(database.dispose)
+            count_round_trips(database, metrics)
             raw = backends or await _build(config.backends, stack)
             ports = _instrumented(raw, metrics)
             directory = LocationDirectory(ports.inventory)

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import NamedTuple
 
-from sqlalchemy import bindparam, case, func, select, tuple_, update
+from sqlalchemy import bindparam, case, func, select, text, tuple_, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import InterfaceError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
@@ -69,6 +69,31 @@ _HOLD = (
         updated_at=bindparam("hold_at", type_=UtcDateTime()),
     )
 )
+# On PostgreSQL every hold of an order is one statement. The CTE locks the positions in
+# (location, SKU) order, the one lock order (locking follows the sort), and the UPDATE only
+# touches rows it has locked, so concurrent orders still never deadlock. Each hold's condition
+# is checked against the newest committed row, as a single-row UPDATE's is.
+_HOLD_ALL_ON_POSTGRESQL = text(
+    """
+WITH wanted AS (
+    SELECT * FROM unnest(
+        CAST(:locations AS VARCHAR[]), CAST(:skus AS VARCHAR[]), CAST(:quantities AS INTEGER[])
+    ) AS wanted (location_id, sku, quantity)
+), locked AS MATERIALIZED (
+    SELECT position.location_id, position.sku, wanted.quantity
+    FROM inventory_positions AS position
+    JOIN wanted ON wanted.location_id = position.location_id AND wanted.sku = position.sku
+    ORDER BY position.location_id, position.sku
+    FOR UPDATE OF position
+)
+UPDATE inventory_positions AS position
+SET reserved = position.reserved + locked.quantity, updated_at = :at
+FROM locked
+WHERE position.location_id = locked.location_id AND position.sku = locked.sku
+    AND position.on_hand - position.reserved - position.safety_stock >= locked.quantity
+RETURNING position.location_id, position.sku
+"""
+).bindparams(bindparam("at", type_=UtcDateTime()))
 _POSITIONS = (
     select(*_position_columns)
     .where(_positions.c.sku.in_(bindparam("skus", expanding=True)))
@@ -146,16 +171,22 @@ class InventoryLedger:
     async def positions(self, skus: Sequence[str]) -> dict[str, list[Position]]:
         """Every location's position for each SKU, locations in id order. SKUs without any
         position are absent. One query per ``SKUS_PER_QUERY`` distinct SKUs."""
+        if not skus:
+            return {}
+        async with self._statements.connect() as connection:
+            return await self.positions_in(connection, skus)
+
+    async def positions_in(
+        self, connection: AsyncConnection, skus: Sequence[str]
+    ) -> dict[str, list[Position]]:
+        """``positions``, read in the caller's transaction (an order's, before it reserves)."""
         keys = sorted(set(skus))
         found: dict[str, list[Position]] = {}
-        if not keys:
-            return found
-        async with self._statements.connect() as connection:
-            for start in range(0, len(keys), SKUS_PER_QUERY):
-                chunk = {"skus": keys[start : start + SKUS_PER_QUERY]}
-                rows = await connection.execute(_POSITIONS, chunk)
-                for position in map(Position._make, rows):
-                    found.setdefault(position.sku, []).append(position)
+        for start in range(0, len(keys), SKUS_PER_QUERY):
+            chunk = {"skus": keys[start : start + SKUS_PER_QUERY]}
+            rows = await connection.execute(_POSITIONS, chunk)
+            for position in map(Position._make, rows):
+                found.setdefault(position.sku, []).append(position)
         return found
 
     async def reserve(
@@ -168,22 +199,48 @@ class InventoryLedger:
 
         Items for the same position are added up, and positions are taken in (location, SKU)
         order: every writer locks rows in that one order, so concurrent orders never deadlock.
-        Each hold is a single conditional UPDATE: on PostgreSQL a concurrent order waits for the
-        row and then re-checks the condition against the committed value; on SQLite writers
-        queue for the database. Either way no unit is promised twice."""
+        Holds are conditional UPDATEs, all of an order's in one statement on PostgreSQL, where
+        a concurrent order waits for the row and then re-checks the condition against the
+        committed value; on SQLite writers queue for the database, and each hold is a
+        statement. Either way no unit is promised twice."""
+        merged = _merged(items)
+        if connection.dialect.name == "postgresql":
+            held = await self._hold_all(connection, merged)
+        else:
+            held = await self._hold_each(connection, merged)
+        return [
+            Shortfall(location_id, sku, quantity, await _available(connection, location_id, sku))
+            for (location_id, sku), quantity in merged
+            if (location_id, sku) not in held
+        ]
+
+    async def _hold_all(
+        self, connection: AsyncConnection, merged: Sequence[tuple[tuple[str, str], int]]
+    ) -> set[tuple[str, str]]:
+        holds = {
+            "locations": [location_id for (location_id, _), _ in merged],
+            "skus": [sku for (_, sku), _ in merged],
+            "quantities": [quantity for _, quantity in merged],
+            "at": self._clock(),
+        }
+        rows = await connection.execute(_HOLD_ALL_ON_POSTGRESQL, holds)
+        return {(location_id, sku) for location_id, sku in rows}
+
+    async def _hold_each(
+        self, connection: AsyncConnection, merged: Sequence[tuple[tuple[str, str], int]]
+    ) -> set[tuple[str, str]]:
         now = self._clock()
-        shortfalls: list[Shortfall] = []
-        for (location_id, sku), quantity in _merged(items):
+        held: set[tuple[str, str]] = set()
+        for (location_id, sku), quantity in merged:
             hold = {
                 "hold_location_id": location_id,
                 "hold_sku": sku,
                 "hold_quantity": quantity,
                 "hold_at": now,
             }
-            if (await connection.execute(_HOLD, hold)).rowcount == 0:
-                available = await _available(connection, location_id, sku)
-                shortfalls.append(Shortfall(location_id, sku, quantity, available))
-        return shortfalls
+            if (await connection.execute(_HOLD, hold)).rowcount == 1:
+                held.add((location_id, sku))
+        return held
 
     async def release(self, connection: AsyncConnection, items: Sequence[Reservation]) -> None:
         """Give back held units (an order cancelled, or shipped and booked by the ERP), in the

@@ -1,4 +1,5 @@
-"""Prometheus metrics: backend calls (count, errors, latency) and GraphQL requests.
+"""Prometheus metrics: backend calls (count, errors, latency), GraphQL requests, and the round
+trips to the gateway's own database.
 
 Each ``Metrics`` owns its registry, so several apps in one process (tests, benchmarks) never
 share or collide on counters. ``instrument`` wraps any port so that every call it makes to its
@@ -15,9 +16,13 @@ from typing import Final, TypeVar, cast
 
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram
 from prometheus_client.exposition import generate_latest
+from sqlalchemy import Connection, event
+from sqlalchemy.ext.asyncio import AsyncEngine
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
+
+from gateway.db import SQLITE_STATEMENTS_ONLY
 
 # From a cache hit (1 ms) to a backend at its timeout (10 s).
 LATENCY_BUCKETS: Final = (
@@ -35,6 +40,7 @@ LATENCY_BUCKETS: Final = (
     5.0,
     10.0,
 )
+DATABASE_ROUND_TRIPS: Final = ("begin", "commit", "rollback")  # besides statements
 ANONYMOUS_OPERATION: Final = "anonymous"
 OTHER_OPERATION: Final = "other"
 
@@ -77,6 +83,13 @@ class Metrics:
             "gateway_graphql_requests_total",
             "GraphQL requests by operation name, channel and outcome (ok or error).",
             ["operation", "channel", "outcome"],
+            registry=self.registry,
+        )
+        self.database_round_trips = Counter(
+            "gateway_database_round_trips_total",
+            "Round trips to the gateway's database: statements (a batch of parameter sets"
+            " counts once), and BEGIN, COMMIT and ROLLBACK outside autocommit mode.",
+            ["kind"],
             registry=self.registry,
         )
         self.graphql_duration = Histogram(
@@ -165,6 +178,36 @@ def _timed(
             duration.observe(time.perf_counter() - started)
 
     return call
+
+
+def count_round_trips(engine: AsyncEngine, metrics: Metrics) -> None:
+    """Count in ``metrics`` every round trip ``engine`` makes to its database, by kind: what
+    an order costs the database is read from these, in production as in the benchmarks."""
+    sync_engine = engine.sync_engine
+    statements = metrics.database_round_trips.labels("statement")
+    ends = {kind: metrics.database_round_trips.labels(kind) for kind in DATABASE_ROUND_TRIPS}
+
+    def statement(*_: object) -> None:
+        statements.inc()
+
+    def counter(kind: str) -> Callable[[Connection], None]:
+        if kind == "begin" and engine.dialect.name == "sqlite":
+            return lambda connection: None  # its BEGIN IMMEDIATE is a statement (gateway.db)
+
+        def count(connection: Connection) -> None:
+            # In autocommit mode (see gateway.db.autocommit) no BEGIN, COMMIT or ROLLBACK is sent.
+            options = connection.get_execution_options()
+            if (
+                options.get("isolation_level") != "AUTOCOMMIT"
+                and SQLITE_STATEMENTS_ONLY not in options
+            ):
+                ends[kind].inc()
+
+        return count
+
+    event.listen(sync_engine, "before_cursor_execute", statement)
+    for kind in DATABASE_ROUND_TRIPS:
+        event.listen(sync_engine, kind, counter(kind))
 
 
 def metrics_endpoint(metrics: Metrics) -> Callable[[Request], Awaitable[Response]]:

@@ -3,12 +3,18 @@
 The handlers call the remote systems through their ports, outside any transaction, and return
 the local writes that go with a delivery (an order becoming SUBMITTED) for the outbox worker to
 apply in the transaction that marks the message delivered.
+
+A new order's ``OMS_SUBMIT`` message carries the submission itself (``submission_payload``),
+written in the order's transaction: what the OMS receives never changes once the order is
+placed, so its delivery reads nothing. Messages without it (queued before it was carried)
+read the order from its tables.
 """
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
@@ -28,13 +34,13 @@ from adapters.ports import (
 from gateway.db import UtcDateTime
 from gateway.orders.outbox import (
     Delivered,
-    Effect,
     Handler,
     MessageKind,
     OutboxMessage,
     PointsMovement,
+    Write,
 )
-from gateway.orders.store import OrderStatus
+from gateway.orders.store import NewOrder, OrderStatus
 from gateway.orders.tables import order_allocations, order_lines, orders
 from gateway.promotions.allocation import allocate, minor_unit
 
@@ -77,8 +83,10 @@ async def submit_order(
     """Hand the message's order to the OMS. Its effect records the OMS number and moves an
     ACCEPTED order to SUBMITTED; an order cancelled meanwhile stays CANCELLED but still gets the
     number, so that the cancellation can name it to the OMS."""
-    async with engine.connect() as connection:
-        submission = await load_submission(connection, message.order_id)
+    submission = carried_submission(message.order_id, message.payload)
+    if submission is None:
+        async with engine.connect() as connection:
+            submission = await load_submission(connection, message.order_id)
     receipt = await intake.submit(submission)
     return Delivered(effect=_receipt_recorder(message.order_id, receipt, clock))
 
@@ -97,16 +105,13 @@ _SUBMITTED = (
 )
 
 
-def _receipt_recorder(order_id: str, receipt: OmsReceipt, clock: Clock) -> Effect:
-    async def record(connection: AsyncConnection) -> None:
-        values = {
-            "order_id": order_id,
-            "oms_order_number": receipt.oms_order_number,
-            "submitted_at": clock(),
-        }
-        await connection.execute(_SUBMITTED, values)
-
-    return record
+def _receipt_recorder(order_id: str, receipt: OmsReceipt, clock: Clock) -> Write:
+    values = {
+        "order_id": order_id,
+        "oms_order_number": receipt.oms_order_number,
+        "submitted_at": clock(),
+    }
+    return Write(_SUBMITTED, values)
 
 
 _SUBMISSION = (
@@ -155,7 +160,12 @@ async def load_submission(connection: AsyncConnection, order_id: str) -> OrderSu
     submitted = [
         part
         for parts in by_line.values()
-        for part in _split_line(parts[0], [p for p in parts if p.location_id is not None], currency)
+        for part in _split_line(
+            order_id,
+            _Line(parts[0].sku, parts[0].quantity, parts[0].unit_price, parts[0].line_total),
+            [(p.location_id, int(p.allocated)) for p in parts if p.location_id is not None],
+            currency,
+        )
     ]
     return OrderSubmission(
         order_id=order_id,
@@ -169,15 +179,24 @@ async def load_submission(connection: AsyncConnection, order_id: str) -> OrderSu
     )
 
 
+@dataclass(frozen=True, slots=True)
+class _Line:
+    sku: str
+    quantity: int
+    unit_price: Decimal
+    line_total: Decimal
+
+
 def _split_line(
-    line: Row[*tuple[Any, ...]], allocations: Sequence[Row[*tuple[Any, ...]]], currency: str
+    order_id: str, line: _Line, allocations: Sequence[tuple[str, int]], currency: str
 ) -> list[OrderLineSubmission]:
-    """One order line as one submission line per allocation. The line's total is split over
-    them by quantity, exactly to the minor unit (largest remainder), so the parts add up."""
-    quantities = [int(allocation.allocated) for allocation in allocations]
+    """One order line as one submission line per (location, quantity) allocation. The line's
+    total is split over them by quantity, exactly to the minor unit (largest remainder), so the
+    parts add up."""
+    quantities = [quantity for _, quantity in allocations]
     if sum(quantities) != line.quantity:
         raise ValueError(
-            f"order {line.order_id}: {line.sku} has {sum(quantities)} units allocated"
+            f"order {order_id}: {line.sku} has {sum(quantities)} units allocated"
             f" of {line.quantity} ordered"
         )
     shares = allocate(line.line_total, [Decimal(q) for q in quantities], minor_unit(currency))
@@ -186,12 +205,86 @@ def _split_line(
         OrderLineSubmission(
             sku=line.sku,
             quantity=quantity,
-            location_id=allocation.location_id,
+            location_id=location_id,
             unit_price=unit_price,
             line_total=Money(share, currency),
         )
-        for allocation, quantity, share in zip(allocations, quantities, shares, strict=True)
+        for (location_id, quantity), share in zip(allocations, shares, strict=True)
     ]
+
+
+def submission_payload(order: NewOrder) -> dict[str, object]:
+    """The ``OMS_SUBMIT`` payload of a new order: the submission ``load_submission`` would read
+    once ``insert_order`` has written it (lines in order, each line's allocations by location),
+    in JSON values."""
+    priced, currency = order.priced, order.priced.currency
+    held: dict[str, list[tuple[str, int]]] = {}
+    for allocation in sorted(order.allocations, key=lambda a: a.location_id):
+        held.setdefault(allocation.sku, []).append((allocation.location_id, allocation.quantity))
+    lines = [
+        [
+            part.sku,
+            part.quantity,
+            part.location_id,
+            str(part.unit_price.amount),
+            str(part.line_total.amount),
+        ]
+        for line in priced.lines
+        for part in _split_line(
+            order.id,
+            _Line(line.sku, line.quantity, line.unit_price.amount, line.line_total.amount),
+            held.get(line.sku, []),
+            currency,
+        )
+    ]
+    destination = order.destination
+    return {
+        "submission": {
+            "channel": order.channel,
+            "customer_id": order.customer_id,
+            "fulfillment": order.fulfillment,
+            "currency": currency,
+            "total": str(priced.total.amount),
+            "placed_at": order.placed_at.astimezone(UTC).isoformat(),
+            "postal_code": None if destination is None else destination.postal_code,
+            "lines": lines,
+        }
+    }
+
+
+def carried_submission(order_id: str, payload: Mapping[str, object]) -> OrderSubmission | None:
+    """The submission an ``OMS_SUBMIT`` payload carries (see ``submission_payload``), or None
+    when it carries none. Raises ValueError when it is malformed."""
+    carried = payload.get("submission")
+    if carried is None:
+        return None
+    if not isinstance(carried, dict):
+        raise ValueError(f"order {order_id}: not a submission: {carried!r}")
+    try:
+        currency = str(carried["currency"])
+        lines = tuple(
+            OrderLineSubmission(
+                sku=str(sku),
+                quantity=int(quantity),
+                location_id=str(location_id),
+                unit_price=Money(Decimal(unit_price), currency),
+                line_total=Money(Decimal(line_total), currency),
+            )
+            for sku, quantity, location_id, unit_price, line_total in carried["lines"]
+        )
+        postal_code = carried["postal_code"]
+        return OrderSubmission(
+            order_id=order_id,
+            channel=str(carried["channel"]),
+            customer_id=None if carried["customer_id"] is None else str(carried["customer_id"]),
+            fulfillment=str(carried["fulfillment"]),
+            lines=lines,
+            total=Money(Decimal(carried["total"]), currency),
+            placed_at=datetime.fromisoformat(carried["placed_at"]),
+            destination_postal_code=None if postal_code is None else str(postal_code),
+        )
+    except (KeyError, TypeError, ValueError, ArithmeticError) as exc:
+        raise ValueError(f"order {order_id}: not a submission: {carried!r}") from exc
 
 
 # --------------------------------------------------------------------------- loyalty

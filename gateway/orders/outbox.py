@@ -21,7 +21,7 @@ from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
-from sqlalchemy import RowMapping, Update, bindparam, func, insert, select, update
+from sqlalchemy import Executable, RowMapping, Update, bindparam, func, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from adapters.ports import BackendError, BackendRejected
@@ -104,8 +104,14 @@ class OutboxMessage:
     attempts: int
 
 
-Effect = Callable[[AsyncConnection], Awaitable[None]]
-"""Local writes that go with a delivery, run in the transaction that marks it delivered."""
+@dataclass(frozen=True, slots=True)
+class Write:
+    """A local write that goes with a delivery: ``statement`` executed with ``parameters``.
+    The writes of several deliveries marked together that share a statement (the same object)
+    go to the database as one batch of parameter sets."""
+
+    statement: Executable
+    parameters: Mapping[str, object]
 
 
 @dataclass(frozen=True, slots=True)
@@ -114,7 +120,7 @@ class Delivered:
     transaction that marks the message delivered, and only when this worker is the one marking
     it. ``note`` goes to ``last_error`` for an operator: a delivery that did less than asked."""
 
-    effect: Effect | None = None
+    effect: Write | None = None
     note: str | None = None
 
 
@@ -130,9 +136,18 @@ remote system with no transaction open, and leaves its local writes to the retur
 _INSERT = insert(outbox)
 _mine = (outbox.c.id == bindparam("message_id"), outbox.c.delivered_at.is_(None))
 _DELIVERED = (
-    update(outbox).where(*_mine).values(delivered_at=bindparam("delivered_at", type_=UtcDateTime()))
+    update(outbox)
+    .where(
+        outbox.c.id.in_(bindparam("message_ids", expanding=True)), outbox.c.delivered_at.is_(None)
+    )
+    .values(delivered_at=bindparam("delivered_at", type_=UtcDateTime()))
+    .returning(outbox.c.id)
 )
-_DELIVERED_WITH_NOTE = _DELIVERED.values(last_error=bindparam("note"))
+_NOTED = (
+    update(outbox)
+    .where(outbox.c.id == bindparam("message_id"))
+    .values(last_error=bindparam("note"))
+)
 _FAILED = (
     update(outbox)
     .where(*_mine)
@@ -219,8 +234,10 @@ class OutboxWorker:
 
     Then it delivers the claimed messages concurrently (``concurrency`` at a time), with no
     transaction open while a remote system is called. A handler that takes longer than the lease
-    is given up on (the message may be claimed again by then). A success marks the message
-    delivered (only if nobody else did yet) and applies the handler's effect in one transaction.
+    is given up on (the message may be claimed again by then). Successes are marked delivered
+    (only those nobody else marked yet) with their handlers' effects in one transaction: as soon
+    as a delivery ends, together with every other that ended while the last mark was written,
+    so a round's marks cost a few statements however many messages it holds.
 
     A failure counts an attempt, keeps the error in ``last_error`` and schedules the next attempt
     by ``backoff``. A ``BackendRejected`` means the system refused the message and will refuse it
@@ -290,17 +307,20 @@ class OutboxWorker:
         """Deliver claimed ``messages`` concurrently; returns how many were marked delivered."""
         slots = asyncio.Semaphore(self._concurrency)
 
-        async def one(message: OutboxMessage) -> bool:
+        async def one(message: OutboxMessage) -> tuple[OutboxMessage, Delivered | None]:
             async with slots:
-                return await self._deliver(message)
+                return message, await self._deliver(message)
 
-        outcomes = await asyncio.gather(*(one(m) for m in messages), return_exceptions=True)
-        for message, outcome in zip(messages, outcomes, strict=True):
-            if isinstance(outcome, Exception):  # the database failed; the lease will run out
-                log.error("outbox: message %d: outcome not recorded", message.id, exc_info=outcome)
-            elif isinstance(outcome, BaseException):
-                raise outcome
-        return sum(1 for outcome in outcomes if outcome is True)
+        pending = {asyncio.ensure_future(one(message)) for message in messages}
+        marked = 0
+        try:
+            while pending:
+                done, pending = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
+                marked += await self._finish(_outcomes(done))
+        finally:
+            for task in pending:
+                task.cancel()
+        return marked
 
     async def pending(self) -> int:
         """How many messages are not delivered yet (due or not)."""
@@ -309,30 +329,36 @@ class OutboxWorker:
             count: int = (await connection.execute(query)).scalar_one()
         return count
 
-    async def _deliver(self, message: OutboxMessage) -> bool:
+    async def _deliver(self, message: OutboxMessage) -> Delivered | None:
+        """The handler's report, or None when it failed (the failure is recorded)."""
         try:
             async with asyncio.timeout(self._lease.total_seconds()):
-                delivered = await self._handlers[message.kind](message, self._statements)
-            return await self._finish(message, delivered)
+                return await self._handlers[message.kind](message, self._statements)
         except Exception as exc:  # whatever failed, the message stays and is retried later
             await self._fail(message, exc)
-            return False
+            return None
 
-    async def _finish(self, message: OutboxMessage, delivered: Delivered) -> bool:
-        values: dict[str, object] = {"message_id": message.id, "delivered_at": self._clock()}
-        statement = _DELIVERED
-        if delivered.note is not None:
-            statement = _DELIVERED_WITH_NOTE
-            values["note"] = _clipped(delivered.note)
-        # Without an effect the mark is a single statement, atomic on its own.
-        engine = self._statements if delivered.effect is None else self._engine
-        async with engine.begin() as connection:
-            marked = await connection.execute(statement, values)
-            if marked.rowcount != 1:
-                return False  # another worker delivered it after our lease ran out
-            if delivered.effect is not None:
-                await delivered.effect(connection)
-        return True
+    async def _finish(self, delivered: Sequence[tuple[OutboxMessage, Delivered]]) -> int:
+        """Mark ``delivered`` in one transaction with their effects, except those another
+        worker marked already (after our lease ran out); returns how many this one marked."""
+        if not delivered:
+            return 0
+        values = {"message_ids": [message.id for message, _ in delivered]}
+        writes = any(done.effect or done.note for _, done in delivered)
+        # Without effects or notes the mark is a single statement, atomic on its own.
+        engine = self._engine if writes else self._statements
+        try:
+            async with engine.begin() as connection:
+                result = await connection.execute(
+                    _DELIVERED, {**values, "delivered_at": self._clock()}
+                )
+                marked = set(result.scalars())
+                for statement, parameters in _writes(delivered, marked):
+                    await connection.execute(statement, parameters)
+        except Exception:  # the database failed; the leases will run out and bring them back
+            log.exception("outbox: messages %s: delivered, but not marked", values["message_ids"])
+            return 0
+        return len(marked)
 
     async def _fail(self, message: OutboxMessage, error: Exception) -> None:
         attempts = message.attempts + 1
@@ -359,6 +385,44 @@ class OutboxWorker:
         else:
             log.error("%s failed unexpectedly, attempt %d", where, attempts, exc_info=error)
         return self._backoff.delay(attempts, spread)
+
+
+def _outcomes(
+    done: Iterable[asyncio.Future[tuple[OutboxMessage, Delivered | None]]],
+) -> list[tuple[OutboxMessage, Delivered]]:
+    """The deliveries among ``done`` that succeeded. One whose failure could not be recorded
+    (the database failed) is logged; its lease will run out."""
+    succeeded = []
+    for task in done:
+        error = task.exception()
+        if isinstance(error, Exception):
+            log.error("outbox: a delivery's outcome was not recorded", exc_info=error)
+        elif error is not None:
+            raise error
+        else:
+            message, delivered = task.result()
+            if delivered is not None:
+                succeeded.append((message, delivered))
+    return succeeded
+
+
+def _writes(
+    delivered: Iterable[tuple[OutboxMessage, Delivered]], marked: set[int]
+) -> list[tuple[Executable, list[Mapping[str, object]]]]:
+    """The notes and effects of the ``marked`` deliveries, one batch per statement."""
+    batches: dict[int, tuple[Executable, list[Mapping[str, object]]]] = {}
+
+    def add(statement: Executable, parameters: Mapping[str, object]) -> None:
+        batches.setdefault(id(statement), (statement, []))[1].append(parameters)
+
+    for message, done in delivered:
+        if message.id not in marked:
+            continue
+        if done.note is not None:
+            add(_NOTED, {"message_id": message.id, "note": _clipped(done.note)})
+        if done.effect is not None:
+            add(done.effect.statement, done.effect.parameters)
+    return list(batches.values())
 
 
 def _claim_statement(kinds: Sequence[str], batch: int) -> Update:

@@ -4,12 +4,15 @@ The imperative shell around the pure engines (``gateway.promotions``, ``gateway.
 
 1. The idempotency key is claimed (``IdempotencyKeys``): a replay gets the first order, a
    concurrent duplicate waits for it, another request under the key is refused.
-2. The basket is priced by the cart's own ``CartPricing`` on fresh prices, and sourced from the
-   ledger's positions (``quote``). ``sourcingPlan`` stops here.
-3. Points to spend are redeemed at the loyalty system, keyed by the order id.
-4. One transaction reserves every allocation (conditional updates in a fixed order), counts the
-   coupons, writes the order with its lines and allocations, queues its outbox messages and
-   completes the key. A reservation lost to a concurrent order re-sources on fresh positions.
+2. The basket is priced by the cart's own ``CartPricing`` on fresh prices, with everything else
+   sourcing needs from remote systems (``_Basket``); ``sourcingPlan`` then sources it from the
+   ledger's positions (``quote``) and stops.
+3. Points to spend are redeemed at the loyalty system, keyed by the order id, once the basket
+   can be sourced from the positions as they are.
+4. One transaction reads the positions, sources the basket on them, reserves every allocation
+   (conditional updates in a fixed order), counts the coupons, writes the order with its lines
+   and allocations, queues its outbox messages and completes the key. A reservation lost to a
+   concurrent order rolls back and sources again on fresh positions.
 5. Whatever fails after points were redeemed gives them back (through the outbox).
 """
 
@@ -40,11 +43,12 @@ from adapters.ports import (
 )
 from gateway.cart import CartPricing, CartRequest
 from gateway.geo import distance_km
-from gateway.ledger import InventoryLedger, Reservation, Shortfall
+from gateway.ledger import InventoryLedger, Position, Reservation, Shortfall
 from gateway.loaders import Loaders
 from gateway.locations import LocationDirectory
 from gateway.offers import CouponUsage
-from gateway.orders.outbox import MessageKind, NewMessage, enqueue, enqueue_many
+from gateway.orders.delivery import submission_payload
+from gateway.orders.outbox import MessageKind, NewMessage, enqueue
 from gateway.orders.store import (
     ClaimState,
     Destination,
@@ -214,6 +218,14 @@ class OrderService:
 
     async def quote(self, request: OrderRequest, loaders: Loaders) -> QuoteResult:
         """Price and source ``request`` as ``placeOrder`` would now, reserving nothing."""
+        basket = await self._basket(request, loaders)
+        if isinstance(basket, QuoteResult):
+            return basket
+        return self._sourced(basket, await self._ledger.positions(list(basket.ranged)))
+
+    async def _basket(self, request: OrderRequest, loaders: Loaders) -> _Basket | QuoteResult:
+        """What sourcing needs besides the stock, gathered from the remote systems (or the
+        reasons the request cannot be an order)."""
         by_id = await self._locations.by_id()
         problem = _check_stores(request, by_id)
         if problem is not None:
@@ -236,45 +248,26 @@ class OrderService:
             for sku, product in zip(skus, products, strict=True)
             if product is not None
         }
-        candidates = await self._candidates(request, by_id, ranged)
+        return _Basket(
+            request,
+            priced,
+            by_id,
+            ranged,
+            await self._remaining_capacity(request.fulfillment, by_id),
+            await self._attributed_store(request),
+            await self._applied_coupons(priced, request.coupon_codes),
+        )
+
+    def _sourced(self, basket: _Basket, positions: Mapping[str, Sequence[Position]]) -> QuoteResult:
+        """``basket`` sourced from ``positions`` (pure)."""
+        request, priced = basket.request, basket.priced
+        candidates = _candidates(basket, positions)
         lines = [OrderLine(line.sku, line.quantity) for line in priced.lines]
         sourcing = SourcingRequest(lines, request.fulfillment, request.store_id, candidates)
         outcome = plan_sourcing(sourcing, self._policy)
         if isinstance(outcome, SourcingFailure):
             return QuoteResult(None, _sourcing_errors(outcome), outcome)
-        attributed = await self._attributed_store(request)
-        coupons = await self._applied_coupons(priced, request.coupon_codes)
-        return QuoteResult(Quote(priced, outcome, attributed, coupons))
-
-    async def _candidates(
-        self,
-        request: OrderRequest,
-        by_id: Mapping[str, Location],
-        ranged: Mapping[str, frozenset[str]],
-    ) -> list[Candidate]:
-        positions = await self._ledger.positions(list(ranged))
-        atp: dict[str, dict[str, int]] = {}
-        for sku, found in positions.items():
-            for position in found:
-                atp.setdefault(position.location_id, {})[sku] = position.available
-        origin = _origin(request, by_id)
-        capacity = await self._remaining_capacity(request.fulfillment, by_id)
-        candidates = []
-        for location in by_id.values():
-            store = location.kind is LocationKind.STORE
-            candidates.append(
-                Candidate(
-                    location_id=location.id,
-                    kind=CandidateKind(location.kind.value),
-                    distance_km=None if origin is None else distance_km(origin, location.point),
-                    capabilities=location.capabilities,
-                    remaining_capacity=capacity.get(location.id, location.daily_capacity),
-                    cost_weight=STORE_COST_WEIGHT if store else DC_COST_WEIGHT,
-                    atp=atp.get(location.id, {}),
-                    ranged=frozenset(sku for sku, at in ranged.items() if location.id in at),
-                )
-            )
-        return candidates
+        return QuoteResult(Quote(priced, outcome, basket.attributed_store_id, basket.coupons))
 
     async def _remaining_capacity(
         self, fulfillment: Fulfilment, by_id: Mapping[str, Location]
@@ -372,20 +365,24 @@ class OrderService:
             unavailable = await self._check_loyalty(request, loaders)
             if unavailable is not None:
                 return Placement(None, (unavailable,))
+        basket = await self._basket(request, loaders)
+        if isinstance(basket, QuoteResult):
+            return Placement(None, basket.errors)
         redeemed = 0
         try:
+            points = basket.priced.points_redeemed
+            if points:
+                # Points are spent only on an order that can be sourced now.
+                dry_run = self._sourced(basket, await self._ledger.positions(list(basket.ranged)))
+                if dry_run.quote is None:
+                    return Placement(None, dry_run.errors)
+                failure = await self._redeem(order_id, request, points)
+                if failure is not None:
+                    return Placement(None, (failure,))
+                redeemed = points
             for attempt in range(1, ATTEMPTS + 1):
-                result = await self.quote(request, loaders)
-                if result.quote is None:
-                    return Placement(None, result.errors)
-                quote = result.quote
-                if quote.priced.points_redeemed and not redeemed:
-                    failure = await self._redeem(order_id, request, quote.priced.points_redeemed)
-                    if failure is not None:
-                        return Placement(None, (failure,))
-                    redeemed = quote.priced.points_redeemed
                 try:
-                    order = await self._commit(order_id, request, quote)
+                    order = await self._commit(order_id, basket)
                 except _Abort as abort:
                     if abort.shortfalls and attempt < ATTEMPTS:
                         continue  # another order took the units the plan counted on
@@ -439,13 +436,33 @@ class OrderService:
         except Exception:
             log.exception("could not queue the refund of %s points for %s", points, order_id)
 
-    async def _commit(self, order_id: str, request: OrderRequest, quote: Quote) -> Order:
-        now = self._clock()
-        reservations = [
-            Reservation(allocation.location_id, allocation.sku, allocation.quantity)
-            for allocation in quote.plan.allocations
-        ]
-        new = NewOrder(
+    async def _commit(self, order_id: str, basket: _Basket) -> Order:
+        """Source ``basket`` on the positions as they are now, reserve and write the order, in
+        one transaction (see the module's step 4)."""
+        request = basket.request
+        async with self._engine.begin() as connection:
+            positions = await self._ledger.positions_in(connection, list(basket.ranged))
+            result = self._sourced(basket, positions)
+            if result.quote is None:
+                raise _Abort(result.errors)
+            quote = result.quote
+            new = self._new_order(order_id, request, quote)
+            shortfalls = await self._ledger.reserve(connection, _reservations(new))
+            if shortfalls:
+                raise _Abort(_short_errors(shortfalls), shortfalls)
+            for coupon in quote.coupons:
+                if not await self._coupons.claim(coupon, request.customer_id, order_id, connection):
+                    message = f"coupon {coupon.code} has been used as often as it may be"
+                    raise _Abort(
+                        [OrderError(ErrorCode.COUPON_LIMIT_REACHED, message, "couponCodes")]
+                    )
+            messages = _messages(new, request, quote)
+            key = (request.channel, request.idempotency_key)
+            await insert_order(connection, new, messages, key)
+        return accepted(new)
+
+    def _new_order(self, order_id: str, request: OrderRequest, quote: Quote) -> NewOrder:
+        return NewOrder(
             id=order_id,
             channel=request.channel,
             customer_id=request.customer_id,
@@ -456,30 +473,64 @@ class OrderService:
             priced=quote.priced,
             allocations=quote.plan.allocations,
             coupon_codes=tuple(sorted({normalise_code(c) for c in request.coupon_codes})),
-            placed_at=now,
+            placed_at=self._clock(),
         )
-        async with self._engine.begin() as connection:
-            shortfalls = await self._ledger.reserve(connection, reservations)
-            if shortfalls:
-                raise _Abort(_short_errors(shortfalls), shortfalls)
-            for coupon in quote.coupons:
-                if not await self._coupons.claim(coupon, request.customer_id, order_id, connection):
-                    message = f"coupon {coupon.code} has been used as often as it may be"
-                    raise _Abort(
-                        [OrderError(ErrorCode.COUPON_LIMIT_REACHED, message, "couponCodes")]
-                    )
-            await insert_order(connection, new)
-            await enqueue_many(connection, _messages(order_id, request, quote), now)
-            await IdempotencyKeys.complete(connection, request.channel, request.idempotency_key)
-        return accepted(new)
 
 
 # --------------------------------------------------------------------------- helpers
 
 
-def _messages(order_id: str, request: OrderRequest, quote: Quote) -> list[NewMessage]:
-    """What a new order owes other systems: the OMS hand-off, and the points it earns."""
-    messages = [NewMessage(MessageKind.OMS_SUBMIT, order_id)]
+@dataclass(frozen=True, slots=True)
+class _Basket:
+    """A request priced, with everything sourcing needs but the stock: gathered from the
+    remote systems once, before the order's transaction."""
+
+    request: OrderRequest
+    priced: PricedBasket
+    by_id: Mapping[str, Location]
+    ranged: Mapping[str, frozenset[str]]
+    capacity: Mapping[str, int]
+    attributed_store_id: str | None
+    coupons: tuple[Coupon, ...]
+
+
+def _candidates(basket: _Basket, positions: Mapping[str, Sequence[Position]]) -> list[Candidate]:
+    by_id, ranged, capacity = basket.by_id, basket.ranged, basket.capacity
+    atp: dict[str, dict[str, int]] = {}
+    for sku, found in positions.items():
+        for position in found:
+            atp.setdefault(position.location_id, {})[sku] = position.available
+    origin = _origin(basket.request, by_id)
+    candidates = []
+    for location in by_id.values():
+        store = location.kind is LocationKind.STORE
+        candidates.append(
+            Candidate(
+                location_id=location.id,
+                kind=CandidateKind(location.kind.value),
+                distance_km=None if origin is None else distance_km(origin, location.point),
+                capabilities=location.capabilities,
+                remaining_capacity=capacity.get(location.id, location.daily_capacity),
+                cost_weight=STORE_COST_WEIGHT if store else DC_COST_WEIGHT,
+                atp=atp.get(location.id, {}),
+                ranged=frozenset(sku for sku, at in ranged.items() if location.id in at),
+            )
+        )
+    return candidates
+
+
+def _reservations(order: NewOrder) -> list[Reservation]:
+    return [
+        Reservation(allocation.location_id, allocation.sku, allocation.quantity)
+        for allocation in order.allocations
+    ]
+
+
+def _messages(order: NewOrder, request: OrderRequest, quote: Quote) -> list[NewMessage]:
+    """What a new order owes other systems: the OMS hand-off (carrying what the OMS is to
+    receive), and the points it earns."""
+    order_id = order.id
+    messages = [NewMessage(MessageKind.OMS_SUBMIT, order_id, submission_payload(order))]
     if request.customer_id is not None and quote.priced.points_to_earn:
         payload = {
             "customer_id": request.customer_id,

@@ -7,6 +7,7 @@ completion) or in its own short one; none of it calls a remote system.
 from __future__ import annotations
 
 import enum
+import json
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -14,12 +15,13 @@ from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import Row, bindparam, delete, func, insert, select, update
+from sqlalchemy import Row, bindparam, delete, func, insert, select, text, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from adapters.ports import Money
 from gateway.db import autocommit
+from gateway.orders.outbox import NewMessage, enqueue_many
 from gateway.orders.tables import idempotency_keys, order_allocations, order_lines, orders
 from gateway.promotions import PricedBasket
 from gateway.promotions.allocation import allocate
@@ -125,14 +127,112 @@ def line_points(priced: PricedBasket) -> list[int]:
 _INSERT_ORDER = insert(orders)
 _INSERT_LINES = insert(order_lines)
 _INSERT_ALLOCATIONS = insert(order_allocations)
+_JSON_COLUMNS = ("destination", "coupon_codes", "promotions")
+_HEAD_COLUMNS = tuple(
+    column.name
+    for column in orders.columns
+    if column.name not in ("oms_order_number", "updated_at")
+)
+_HEAD_VALUES = ", ".join(
+    f"CAST(:{name} AS JSON)" if name in _JSON_COLUMNS else f":{name}" for name in _HEAD_COLUMNS
+)
+
+# On PostgreSQL the whole order is one statement (data-modifying CTEs; the lines, allocations
+# and messages as arrays), so an order costs one round trip to write however many lines it has.
+# The foreign keys are checked at the end of the statement, when the head is in.
+_PLACE_ON_POSTGRESQL = text(
+    f"""
+WITH head AS (
+    INSERT INTO orders ({", ".join(_HEAD_COLUMNS)}, updated_at)
+    VALUES ({_HEAD_VALUES}, CAST(:placed_at AS TIMESTAMPTZ))
+), lines AS (
+    INSERT INTO order_lines
+        (order_id, line_no, sku, quantity, unit_price, subtotal, line_total, points_earned)
+    SELECT CAST(:id AS VARCHAR), * FROM unnest(
+        CAST(:line_nos AS INTEGER[]), CAST(:line_skus AS VARCHAR[]),
+        CAST(:line_quantities AS INTEGER[]), CAST(:unit_prices AS NUMERIC[]),
+        CAST(:line_subtotals AS NUMERIC[]), CAST(:line_totals AS NUMERIC[]),
+        CAST(:line_points AS INTEGER[]))
+), allocations AS (
+    INSERT INTO order_allocations (order_id, location_id, sku, quantity)
+    SELECT CAST(:id AS VARCHAR), * FROM unnest(
+        CAST(:allocation_locations AS VARCHAR[]), CAST(:allocation_skus AS VARCHAR[]),
+        CAST(:allocation_quantities AS INTEGER[]))
+), messages AS (
+    INSERT INTO outbox (kind, order_id, payload, attempts, next_attempt_at, created_at)
+    SELECT kind, CAST(:id AS VARCHAR), CAST(payload AS JSON), 0,
+        CAST(:placed_at AS TIMESTAMPTZ), CAST(:placed_at AS TIMESTAMPTZ)
+    FROM unnest(CAST(:message_kinds AS VARCHAR[]), CAST(:message_payloads AS TEXT[]))
+        WITH ORDINALITY AS message (kind, payload, number)
+    ORDER BY number
+)
+UPDATE idempotency_keys SET state = 'DONE'
+WHERE channel = CAST(:key_channel AS VARCHAR) AND key = CAST(:key_key AS VARCHAR)
+"""
+)
 
 
-async def insert_order(connection: AsyncConnection, order: NewOrder) -> None:
-    """Write the order, its lines and allocations in the caller's transaction (three
-    statements: lines and allocations go in one batch each)."""
+async def insert_order(
+    connection: AsyncConnection,
+    order: NewOrder,
+    messages: Sequence[NewMessage] = (),
+    key: tuple[str, str] | None = None,
+) -> None:
+    """Write the order, its lines and allocations in the caller's transaction, with its outbox
+    ``messages`` (due at once) and the completion of its idempotency ``key`` (channel, key).
+    One statement on PostgreSQL; on SQLite one per table (lines, allocations and messages in
+    a batch each), and one for the key."""
+    head, lines, allocations = _order_rows(order)
+    if connection.dialect.name == "postgresql":
+        await connection.execute(
+            _PLACE_ON_POSTGRESQL, _place_parameters(head, lines, allocations, messages, key)
+        )
+        return
+    await connection.execute(_INSERT_ORDER, head)
+    await connection.execute(_INSERT_LINES, lines)
+    await connection.execute(_INSERT_ALLOCATIONS, allocations)
+    await enqueue_many(connection, messages, order.placed_at)
+    if key is not None:
+        await IdempotencyKeys.complete(connection, *key)
+
+
+def _place_parameters(
+    head: dict[str, object],
+    lines: Sequence[dict[str, object]],
+    allocations: Sequence[dict[str, object]],
+    messages: Sequence[NewMessage],
+    key: tuple[str, str] | None,
+) -> dict[str, object]:
+    def column(rows: Sequence[dict[str, object]], name: str) -> list[object]:
+        return [row[name] for row in rows]
+
+    parameters = {name: head[name] for name in _HEAD_COLUMNS}
+    parameters.update({name: json.dumps(head[name]) for name in _JSON_COLUMNS})
+    return parameters | {
+        "line_nos": column(lines, "line_no"),
+        "line_skus": column(lines, "sku"),
+        "line_quantities": column(lines, "quantity"),
+        "unit_prices": column(lines, "unit_price"),
+        "line_subtotals": column(lines, "subtotal"),
+        "line_totals": column(lines, "line_total"),
+        "line_points": column(lines, "points_earned"),
+        "allocation_locations": column(allocations, "location_id"),
+        "allocation_skus": column(allocations, "sku"),
+        "allocation_quantities": column(allocations, "quantity"),
+        "message_kinds": [message.kind.value for message in messages],
+        "message_payloads": [json.dumps(dict(message.payload)) for message in messages],
+        "key_channel": None if key is None else key[0],
+        "key_key": None if key is None else key[1],
+    }
+
+
+def _order_rows(
+    order: NewOrder,
+) -> tuple[dict[str, object], list[dict[str, object]], list[dict[str, object]]]:
+    """The rows of ``orders``, ``order_lines`` and ``order_allocations`` that ``order`` is."""
     priced = order.priced
     destination = order.destination
-    head = {
+    head: dict[str, object] = {
         "id": order.id,
         "channel": order.channel,
         "customer_id": order.customer_id,
@@ -162,9 +262,8 @@ async def insert_order(connection: AsyncConnection, order: NewOrder) -> None:
         "placed_at": order.placed_at,
         "updated_at": order.placed_at,
     }
-    await connection.execute(_INSERT_ORDER, head)
     points = line_points(priced)
-    lines = [
+    lines: list[dict[str, object]] = [
         {
             "order_id": order.id,
             "line_no": number,
@@ -177,8 +276,7 @@ async def insert_order(connection: AsyncConnection, order: NewOrder) -> None:
         }
         for number, line in enumerate(priced.lines)
     ]
-    await connection.execute(_INSERT_LINES, lines)
-    allocations = [
+    allocations: list[dict[str, object]] = [
         {
             "order_id": order.id,
             "location_id": allocation.location_id,
@@ -187,7 +285,7 @@ async def insert_order(connection: AsyncConnection, order: NewOrder) -> None:
         }
         for allocation in order.allocations
     ]
-    await connection.execute(_INSERT_ALLOCATIONS, allocations)
+    return head, lines, allocations
 
 
 def accepted(order: NewOrder) -> Order:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import uuid
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
@@ -11,6 +12,7 @@ import pytest
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from gateway.db import create_engine, upgrade
+from gateway.orders.delivery import carried_submission, load_submission, submission_payload
 from gateway.orders.store import (
     Claim,
     ClaimState,
@@ -96,6 +98,30 @@ async def test_a_new_order_reads_back_exactly_as_placement_answers_without_readi
     answered = accepted(new)
     assert answered == found
     assert answered.placed_at.isoformat() == found.placed_at.isoformat()
+
+
+async def test_the_oms_hand_off_a_new_order_carries_is_what_its_tables_would_give(
+    engine: AsyncEngine,
+) -> None:
+    # given an order with a line split over two locations, written in a transaction
+    new = _new_order(_order_id())
+    async with engine.begin() as connection:
+        await insert_order(connection, new)
+
+    # when its submission is carried in its outbox payload, and read from its tables
+    carried = carried_submission(new.id, json.loads(json.dumps(submission_payload(new))))
+    async with engine.connect() as connection:
+        loaded = await load_submission(connection, new.id)
+
+    # then both are the same, line for line and to the cent
+    assert carried == loaded
+    assert [line.location_id for line in carried.lines] == ["DC1", "S001", "DC1"]
+
+
+def test_a_payload_without_a_submission_carries_none_and_a_broken_one_is_refused() -> None:
+    assert carried_submission("O-1", {}) is None
+    with pytest.raises(ValueError, match="not a submission"):
+        carried_submission("O-1", {"submission": {"lines": []}})
 
 
 # --------------------------------------------------------------------------- idempotency keys

@@ -16,7 +16,7 @@ import httpx
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
-from sqlalchemy import RowMapping, delete, insert, select, update
+from sqlalchemy import RowMapping, delete, event, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from adapters.loyalty_rest import RestLoyalty
@@ -272,6 +272,54 @@ async def test_an_accepted_order_reaches_the_oms_once_and_becomes_submitted(
         (NOW, 0)
     ]
     assert await worker.pending() == 0
+
+
+async def test_a_hand_off_carried_in_its_message_reaches_the_oms_without_reading_the_order(
+    worker: OutboxWorker, engine: AsyncEngine, oms_url: str, truth: DemoEstate
+) -> None:
+    # given an accepted order whose OMS message carries its submission (as placement writes it)
+    order_id = f"O-{uuid.uuid4().hex[:12]}"
+    (store_a, store_b), (sku_a, sku_b) = two_stores(truth), two_skus(truth)
+    carried = {
+        "channel": "WEB",
+        "customer_id": truth.customers[0].id,
+        "fulfillment": "PICKUP_IN_STORE",
+        "currency": "EUR",
+        "total": "14.99",
+        "placed_at": NOW.isoformat(),
+        "postal_code": None,
+        "lines": [
+            [sku_a, 2, store_a, "4.00", "6.67"],
+            [sku_a, 1, store_b, "4.00", "3.33"],
+            [sku_b, 1, store_a, "5.49", "4.99"],
+        ],
+    }
+    async with engine.begin() as connection:
+        await write_order(connection, truth, order_id, NOW)
+        await enqueue(connection, MessageKind.OMS_SUBMIT, order_id, {"submission": carried}, NOW)
+
+    # when the worker delivers it, while its statements are watched
+    sent: list[str] = []
+
+    def record(connection: object, cursor: object, statement: str, *_: object) -> None:
+        sent.append(" ".join(statement.split()[:3]).upper())
+
+    event.listen(engine.sync_engine, "before_cursor_execute", record)
+    try:
+        delivered = await worker.run_once()
+    finally:
+        event.remove(engine.sync_engine, "before_cursor_execute", record)
+
+    # then the OMS got the carried submission, and the worker only claimed and marked
+    received = await oms_get(oms_url, f"/api/orders/{order_id}")
+    assert received is not None
+    assert delivered == 1
+    assert [
+        (line["itemNo"], line["qty"], line["shipNode"], line["lineTotal"])
+        for line in received["order"]["orderLines"]
+    ] == [(sku_a, 2, store_a, "6.67"), (sku_a, 1, store_b, "3.33"), (sku_b, 1, store_a, "4.99")]
+    assert not [statement for statement in sent if statement.startswith("SELECT")]
+    assert (await order_row(engine, order_id))["status"] == "SUBMITTED"
 
 
 async def test_an_oms_outage_reschedules_the_order_until_the_oms_is_back(

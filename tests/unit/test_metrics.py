@@ -3,8 +3,11 @@ operation and channel, each app's metrics in a registry of its own."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import httpx
 import pytest
+from sqlalchemy import text
 from starlette.applications import Starlette
 
 from adapters.ports import (
@@ -16,7 +19,8 @@ from adapters.ports import (
     PricesPort,
     PromotionsPort,
 )
-from gateway.metrics import Metrics, instrument, metrics_route
+from gateway.db import autocommit, create_engine
+from gateway.metrics import Metrics, count_round_trips, instrument, metrics_route
 from legacy.demo import DemoEstate
 from tests.fakes import FakeEstate, catalogue_from_demo
 
@@ -177,3 +181,27 @@ async def test_the_metrics_route_serves_the_text_exposition(truth: DemoEstate) -
         assert f"# TYPE {name} " in response.text
     bucket = 'gateway_backend_request_duration_seconds_bucket{backend="pricing",le="0.001",'
     assert bucket in response.text
+
+
+async def test_round_trips_to_the_database_are_counted_by_kind(tmp_path: Path) -> None:
+    # given an engine whose round trips are counted
+    metrics = Metrics()
+    engine = create_engine(f"sqlite+aiosqlite:///{tmp_path / 'counted.db'}")
+    count_round_trips(engine, metrics)
+    try:
+        # when a transaction runs two statements, and autocommit mode one more
+        async with engine.begin() as connection:
+            await connection.execute(text("CREATE TABLE t (x INTEGER)"))
+            await connection.execute(text("INSERT INTO t VALUES (1)"))
+        async with autocommit(engine).connect() as connection:
+            await connection.execute(text("SELECT x FROM t"))
+    finally:
+        await engine.dispose()
+
+    # then three statements went, and BEGIN (a statement on SQLite) and COMMIT only for the
+    # transaction
+    trips = "gateway_database_round_trips_total"
+    assert sample(metrics, trips, kind="statement") == 4
+    assert sample(metrics, trips, kind="begin") == 0
+    assert sample(metrics, trips, kind="commit") == 1
+    assert sample(metrics, trips, kind="rollback") == 0
