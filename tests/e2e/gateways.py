@@ -58,9 +58,9 @@ def gateway_config(
     max_in_flight: int | None = None,
     max_wait: float | None = None,
 ) -> TomlTable:
-    """The demo config's channels and auth, ``estate`` as the backends (``demo_backends``), and
-    the stock synced every ``stock_sync_interval`` seconds. The admission limits stay the
-    defaults unless given."""
+    """The demo config's channels, auth and security, ``estate`` as the backends
+    (``demo_backends``), and the stock synced every ``stock_sync_interval`` seconds. The
+    admission limits stay the defaults unless given."""
     demo = tomllib.loads(DEMO_CONFIG.read_text())
     backends = demo_backends(estate.urls, estate.erp_url, estate.promotions_dir, estate.api_key)
     dumped = backends.model_dump(mode="json")
@@ -71,6 +71,7 @@ def gateway_config(
     return {
         "channels": demo["channels"],
         "auth": demo["auth"],
+        "security": demo["security"],
         "backends": dumped,
         "orders": {"stock_sync_interval": stock_sync_interval},
         "limits": {name: value for name, value in limits.items() if value is not None},
