@@ -47,6 +47,7 @@ from gateway.orders.outbox import OutboxWorker
 from gateway.orders.placement import OrderService
 from gateway.orders.runtime import Orders
 from gateway.orders.store import IdempotencyKeys, OrderReader
+from gateway.persisted import PersistedOperations
 from gateway.promotions import LoyaltyProgram
 from gateway.ratelimit import Rate, RateLimit, SharedBuckets, redis_client
 from gateway.security import Channel, ChannelAuthMiddleware, ChannelKeys, CustomerTokens
@@ -112,6 +113,7 @@ def create_app(
 
     graphql = GatewayGraphQL(
         build_schema(),
+        persisted=PersistedOperations.from_folder(config.security.persisted_operations),
         graphql_ide="graphiql",
         subscription_protocols=[GRAPHQL_TRANSPORT_WS_PROTOCOL],
     )

@@ -138,7 +138,8 @@ class SecurityConfig(_Strict):
     operator_key: SecretStr | None = None
     websocket_origins: tuple[str, ...] = ()
     connection_init_timeout: float = Field(default=5.0, gt=0)
-    persisted_operations: Path | None = None  # a folder of .graphql documents
+    # A folder of .graphql documents, the persisted operations (relative to the config file).
+    persisted_operations: Path | None = None
 
 
 class OrdersConfig(_Strict):
@@ -190,9 +191,10 @@ class Settings(BaseSettings):
         if self.gateway_jwt_secret is not None:
             auth = config.auth.model_copy(update={"jwt_secret": self.gateway_jwt_secret})
             config = config.model_copy(update={"auth": auth})
+        security = config.security
         if self.gateway_operator_key is not None:
-            security = config.security.model_copy(
-                update={"operator_key": self.gateway_operator_key}
-            )
-            config = config.model_copy(update={"security": security})
-        return config
+            security = security.model_copy(update={"operator_key": self.gateway_operator_key})
+        if security.persisted_operations is not None:
+            folder = self.gateway_config.parent / security.persisted_operations
+            security = security.model_copy(update={"persisted_operations": folder})
+        return config.model_copy(update={"security": security})

@@ -3,7 +3,8 @@
 A client that accepts ``application/graphql-response+json`` gets it, and with it 400 for a
 request that fails before execution (parse, validation, variables: no ``data``). A client that
 accepts only ``application/json`` gets the legacy answer: 200 for those too. Either way a
-document refused by a limit (gateway/limits.py) is answered with 400. A POST must say
+document refused by a limit (gateway/limits.py) or by the persisted operations' manifest
+(gateway/persisted.py) is answered with 400. A POST must say
 ``application/json``: the types a browser sends cross-site without a preflight (form posts,
 ``text/plain``) are refused with 415, so no page can make a visitor's browser run an operation.
 """
@@ -14,10 +15,12 @@ from collections.abc import Mapping
 from typing import Final
 
 from gateway.limits import DOCUMENT_REFUSALS
+from gateway.persisted import PERSISTED_REFUSALS
 
 GRAPHQL_RESPONSE: Final = "application/graphql-response+json"
 JSON: Final = "application/json"
 REQUEST_TYPES: Final = frozenset({JSON})
+REFUSALS: Final = DOCUMENT_REFUSALS | PERSISTED_REFUSALS  # 400 whatever the media type
 # What an HTTP error of the view is called in extensions.code.
 HTTP_ERROR_CODES: Final = {
     400: "BAD_REQUEST",
@@ -64,7 +67,7 @@ def http_status(body: Mapping[str, object], media_type: str) -> int:
     """The status of a GraphQL response ``body`` sent as ``media_type``."""
     if not is_request_error(body):
         return 200
-    if media_type == GRAPHQL_RESPONSE or _codes(body) & DOCUMENT_REFUSALS:
+    if media_type == GRAPHQL_RESPONSE or _codes(body) & REFUSALS:
         return 400
     return 200
 

@@ -1,17 +1,24 @@
 """The GraphQL endpoint over HTTP as gateway/graphql_http.py describes it: negotiated media
 type, 4xx for requests that fail before execution, 405 for a mutation sent with GET, 415 for
-the content types a browser sends cross-site without asking, and errors as GraphQL bodies."""
+the content types a browser sends cross-site without asking, errors as GraphQL bodies, and
+persisted operations by id (only those, on a channel set ``persisted_only``)."""
 
 from __future__ import annotations
 
+import dataclasses
+from typing import Any
+
 import orjson
 from cross_web import AsyncHTTPRequestAdapter, HTTPException
+from graphql import GraphQLError
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 from starlette.websockets import WebSocket
 from strawberry.asgi import GraphQL
 from strawberry.http import GraphQLHTTPResponse, GraphQLRequestData
+from strawberry.http.base import BaseRequestProtocol
+from strawberry.schema import BaseSchema
 from strawberry.schema.exceptions import InvalidOperationTypeError
 from strawberry.types import ExecutionResult
 
@@ -25,9 +32,21 @@ from gateway.graphql_http import (
     refused_content_type,
     response_media_type,
 )
+from gateway.persisted import PersistedOperations, PersistedRefusal
 
 
 class GraphQLOverHTTP(GraphQL[Context, None]):
+    """``persisted`` is the manifest of persisted operations (gateway/persisted.py)."""
+
+    def __init__(
+        self,
+        schema: BaseSchema,
+        persisted: PersistedOperations | None = None,
+        **options: Any,  # strawberry's GraphQL view's
+    ) -> None:
+        super().__init__(schema, **options)
+        self.persisted = persisted or PersistedOperations()
+
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await super().__call__(scope, receive, send)
@@ -46,6 +65,15 @@ class GraphQLOverHTTP(GraphQL[Context, None]):
     def parse_json(self, data: str | bytes) -> object:
         return orjson.loads(data)
 
+    def should_render_graphql_ide(self, request: BaseRequestProtocol) -> bool:
+        # Only for a browser (strawberry also answers */* with it) and never for a GET that
+        # names a persisted operation by id instead of sending a query.
+        return (
+            "text/html" in request.headers.get("accept", "")
+            and "extensions" not in request.query_params
+            and super().should_render_graphql_ide(request)
+        )
+
     async def parse_http_body(
         self, request: AsyncHTTPRequestAdapter
     ) -> GraphQLRequestData | list[GraphQLRequestData]:
@@ -62,6 +90,14 @@ class GraphQLOverHTTP(GraphQL[Context, None]):
         root_value: None,
         request_data: GraphQLRequestData,
     ) -> ExecutionResult:
+        try:
+            query = self.persisted.resolve(
+                request_data.query, request_data.extensions, context.channel.persisted_only
+            )
+        except PersistedRefusal as refusal:
+            error = GraphQLError(refusal.message, extensions={"code": refusal.code})
+            return ExecutionResult(data=None, errors=[error])
+        request_data = dataclasses.replace(request_data, query=query)
         try:
             return await super().execute_single(
                 request, request_adapter, sub_response, context, root_value, request_data

@@ -78,20 +78,9 @@ def reset_estate(estate: RunningEstate) -> None:
 
 ROOT = Path(__file__).resolve().parents[1]
 DEMO_CONFIG = ROOT / "config" / "demo.toml"
-# The web listing: its batching is proven in tests/api, its speed measured in bench/read_listing.
-LISTING = """
-query Listing($first: Int!, $near: GeoPointInput!) {
-  products(first: $first) {
-    totalCount
-    edges { node { code name brand variants {
-      sku
-      price { current { amount currency } }
-      availability(near: $near, first: 5) { store { code } available onHand distanceKm }
-      totalAvailable
-    } } }
-  }
-}
-"""
+# The web listing (a persisted operation): its batching is proven in tests/api, its speed
+# measured in bench/read_listing.
+LISTING = (ROOT / "config" / "operations" / "Listing.graphql").read_text()
 MARIENPLATZ = {"lat": 48.1374, "lon": 11.5755}
 
 OPERATOR = {"X-Operator-Key": "demo-operator"}  # the demo config's operator key
