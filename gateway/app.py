@@ -9,7 +9,7 @@ import asyncio
 import logging
 from collections.abc import AsyncIterator, Mapping
 from contextlib import AsyncExitStack, asynccontextmanager
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncEngine
@@ -55,6 +55,7 @@ from gateway.sourcing import Policy
 from gateway.tiers import KnownTiers
 from resolvers.http import GraphQLOverHTTP
 from resolvers.schema import build_schema
+from resolvers.websocket import GatedTransportWS
 
 log = logging.getLogger("gateway")
 NO_CHANNEL = Channel(name="none", scopes=frozenset())
@@ -111,13 +112,16 @@ def create_app(
                 "readiness": Readiness(raw, urls),
             }
 
+    security = config.security
     graphql = GatewayGraphQL(
         build_schema(),
-        persisted=PersistedOperations.from_folder(config.security.persisted_operations),
+        persisted=PersistedOperations.from_folder(security.persisted_operations),
         graphql_ide="graphiql",
         subscription_protocols=[GRAPHQL_TRANSPORT_WS_PROTOCOL],
+        connection_init_wait_timeout=timedelta(seconds=security.connection_init_timeout),
+        allowed_origins=security.websocket_origins,
     )
-    key = config.security.operator_key
+    key = security.operator_key
     operator_key = None if key is None else key.get_secret_value()
     routes = [
         Route("/graphql", graphql, methods=["GET", "POST"]),
@@ -125,7 +129,6 @@ def create_app(
         *health_routes(operator_key=operator_key),
         metrics_route(metrics, operator_key=operator_key),
     ]
-    security = config.security
     keys, tokens = ChannelKeys(config.channels, security), CustomerTokens(config.auth)
     middleware = [
         Middleware(BodyLimit, max_bytes=security.max_body_bytes),
@@ -222,6 +225,8 @@ async def _background(
 
 
 class GatewayGraphQL(GraphQLOverHTTP):
+    graphql_transport_ws_handler_class = GatedTransportWS
+
     async def get_context(
         self, request: Request | WebSocket, response: Response | WebSocket | None
     ) -> Context:

@@ -17,8 +17,9 @@ import logging
 import math
 import time
 from collections import OrderedDict
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
+from functools import partial
 from typing import Final
 
 from redis.asyncio import Redis
@@ -29,6 +30,8 @@ from gateway.limits import refuse
 
 log = logging.getLogger("gateway.ratelimit")
 RATE_LIMITED: Final = "RATE_LIMITED"
+# Takes a token for one more operation of a WebSocket connection: 0, or the seconds to wait.
+TokenTaker = Callable[[], Awaitable[float]]
 
 # KEYS: the buckets; ARGV: per_second and burst of each, in turn. Takes one token from every
 # bucket, or from none; returns "0", or the seconds until every bucket has one.
@@ -151,7 +154,8 @@ def redis_client(url: str | None) -> Redis | None:
 
 class RateLimit:
     """Takes a token from the channel's bucket (and the customer's, with a token) for every
-    request on ``paths`` that ``ChannelAuthMiddleware`` identified; 429 when one is empty.
+    request on ``paths`` that ``ChannelAuthMiddleware`` identified; 429 when one is empty. A
+    WebSocket connection gets ``take_token`` in its state instead, for each operation.
     The buckets are the app state's ``rate_limits`` (a ``SharedBuckets``); without them, or
     for the unidentified (GraphiQL's page), nothing is limited."""
 
@@ -171,10 +175,16 @@ class RateLimit:
         state = scope.get("state", {})
         limits = state.get("rate_limits")
         channel = state.get("channel")
-        if scope["type"] != "http" or not isinstance(limits, SharedBuckets) or channel is None:
+        if not isinstance(limits, SharedBuckets) or channel is None:
             await self.app(scope, receive, send)
             return
-        wait = await limits.take(self.buckets(channel.name, channel.rate, state.get("customer_id")))
+        buckets = self.buckets(channel.name, channel.rate, state.get("customer_id"))
+        if scope["type"] == "websocket":
+            # Every operation the connection runs takes a token (resolvers/websocket.py).
+            taker: TokenTaker = partial(limits.take, buckets)
+            await self.app({**scope, "state": {**state, "take_token": taker}}, receive, send)
+            return
+        wait = await limits.take(buckets)
         if wait > 0:
             retry = str(max(1, math.ceil(wait)))
             message = "too many requests: try again later"
