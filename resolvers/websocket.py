@@ -1,7 +1,8 @@
 """graphql-transport-ws with the same gates as HTTP: each operation a client subscribes takes a
 token from its channel's and customer's rate limit, and a query or mutation waits for one of
 the admission slots HTTP requests take (a subscription, which may last for hours, does not).
-The document limits and scopes hold already: they are the schema's."""
+Persisted operations are resolved as over HTTP (a ``persisted_only`` channel runs nothing
+else). The document limits and scopes hold already: they are the schema's."""
 
 from __future__ import annotations
 
@@ -11,15 +12,40 @@ from strawberry.subscriptions.protocols.graphql_transport_ws.handlers import (
     BaseGraphQLTransportWSHandler,
     Operation,
 )
+from strawberry.subscriptions.protocols.graphql_transport_ws.types import (
+    SubscribeMessage,
+    SubscribeMessagePayload,
+)
 
 from gateway.admission import OVERLOADED, AdmissionLimit
 from gateway.context import Context
+from gateway.persisted import PersistedOperations, PersistedRefusal
 from gateway.ratelimit import RATE_LIMITED, TokenTaker
 
 _parse = _get_parse_cache(512)  # the cache DocumentGuard parses with
 
 
 class GatedTransportWS(BaseGraphQLTransportWSHandler[Context, None]):
+    async def handle_subscribe(self, message: SubscribeMessage) -> None:
+        """The document of a persisted operation's id, or a refusal (as over HTTP)."""
+        persisted = getattr(self.view, "persisted", None)
+        if not self.connection_acknowledged or not isinstance(persisted, PersistedOperations):
+            await super().handle_subscribe(message)
+            return
+        payload = message["payload"]
+        try:
+            query = persisted.resolve(
+                payload.get("query"), payload.get("extensions"), self.context.channel.persisted_only
+            )
+        except PersistedRefusal as refusal:
+            error = _refusal(refusal.message, refusal.code)
+            await self.send_message(
+                {"id": message["id"], "type": "error", "payload": [error.formatted]}
+            )
+            return
+        resolved: SubscribeMessagePayload = {**payload, "query": query or ""}
+        await super().handle_subscribe({**message, "payload": resolved})
+
     async def run_operation(self, operation: Operation[Context, None]) -> None:
         state = self.context.request.state
         take: TokenTaker | None = getattr(state, "take_token", None)

@@ -17,6 +17,7 @@ from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
 from gateway.config import Settings
+from gateway.persisted import operation_id
 from legacy.launcher import RunningEstate
 from tests.support import DEMO_CONFIG, LISTING, MARIENPLATZ, ServedGateway, serve_gateway
 
@@ -26,7 +27,8 @@ ALLOWED_ORIGIN = "https://shop.example.com"
 @pytest.fixture(scope="module")
 def gateway(estate: RunningEstate, pg_databases: Callable[[], str]) -> Iterator[ServedGateway]:
     """The demo gateway with a 1 s connection_init timeout, one admission slot waited for at
-    most 0.2 s, the shop's origin allowed and the partner limited to a burst of 3."""
+    most 0.2 s, the shop's origin allowed, the partner limited to a burst of 3 and the kiosk
+    running persisted operations only."""
     demo = Settings(gateway_config=DEMO_CONFIG).config()
     security = demo.security.model_copy(
         update={
@@ -35,10 +37,12 @@ def gateway(estate: RunningEstate, pg_databases: Callable[[], str]) -> Iterator[
             "rate_limit_prefix": f"test:ws:{uuid.uuid4().hex}",
         }
     )
+    changes = {
+        "partner": {"requests_per_second": 0.1, "burst": 3},
+        "kiosk": {"persisted_only": True},
+    }
     channels = {
-        key: channel.model_copy(update={"requests_per_second": 0.1, "burst": 3})
-        if channel.name == "partner"
-        else channel
+        key: channel.model_copy(update=changes.get(channel.name, {}))
         for key, channel in demo.channels.items()
     }
     limits = demo.limits.model_copy(update={"max_in_flight": 1, "max_wait": 0.2})
@@ -68,10 +72,15 @@ async def session(
         yield socket
 
 
-async def run(socket: ClientConnection, query: str, variables: dict[str, object] | None = None):  # type: ignore[no-untyped-def]
+async def run(  # type: ignore[no-untyped-def]
+    socket: ClientConnection,
+    query: str | None,
+    variables: dict[str, object] | None = None,
+    extensions: dict[str, object] | None = None,
+):
     """The first answer to one operation: ``next`` or ``error`` message."""
     operation = uuid.uuid4().hex
-    payload = {"query": query, "variables": variables or {}}
+    payload = {"query": query, "variables": variables or {}, "extensions": extensions or {}}
     await socket.send(json.dumps({"id": operation, "type": "subscribe", "payload": payload}))
     while True:
         message = json.loads(await asyncio.wait_for(socket.recv(), 30))
@@ -177,3 +186,19 @@ async def test_only_an_allowed_origin_may_open_a_connection(gateway: ServedGatew
 
     assert allowed["type"] == "next"
     assert refused.value.response.status_code == 403
+
+
+async def test_a_persisted_only_channel_runs_only_persisted_operations_here_too(
+    gateway: ServedGateway,
+) -> None:
+    persisted = {"persistedQuery": {"version": 1, "sha256Hash": operation_id(LISTING)}}
+    variables = {"first": 1, "near": MARIENPLATZ}
+
+    async with session(gateway, key="demo-kiosk") as socket:
+        by_id = await run(socket, None, variables, extensions=persisted)
+        free_form = await run(socket, "{ __typename }")
+
+    assert by_id["type"] == "next"
+    assert len(by_id["payload"]["data"]["products"]["edges"]) == 1
+    assert free_form["type"] == "error"
+    assert free_form["payload"][0]["extensions"] == {"code": "PERSISTED_QUERY_REQUIRED"}
