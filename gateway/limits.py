@@ -167,8 +167,8 @@ class DocumentLimits:
     """What one operation may be: the global limits of ``[security]`` and, per channel, its
     cost budget and whether introspection answers."""
 
-    max_tokens: int = 1000
-    max_document_length: int = 16 * 1024
+    max_tokens: int = 500
+    max_document_length: int = 8 * 1024
     max_string_length: int = 2000
     max_depth: int = 12
     max_aliases: int = 30

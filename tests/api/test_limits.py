@@ -67,7 +67,7 @@ def test_a_body_over_the_cap_is_refused_with_413_unread(gateway: ServedGateway) 
     ("document", "code"),
     [
         ("{ " + "__typename " * 20_000 + "}", "DOCUMENT_TOO_LARGE"),
-        ("{ " + "__typename " * 1_200 + "}", "TOO_MANY_TOKENS"),
+        ("{ " + "__typename " * 600 + "}", "TOO_MANY_TOKENS"),
         ("{ " + "products { " * 13 + "}" * 14, "QUERY_TOO_DEEP"),
         ("{ " + " ".join(f"a{i}: __typename" for i in range(31)) + " }", "TOO_MANY_ALIASES"),
         ("{ " + "__typename " * 6 + "}", "FIELD_REPEATED"),
