@@ -10,12 +10,13 @@ a load balancer can send it elsewhere.
 from __future__ import annotations
 
 import asyncio
-import json
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Final
 
 from starlette.types import ASGIApp, Receive, Scope, Send
+
+from gateway.limits import refuse
 
 OVERLOADED: Final = "OVERLOADED"
 
@@ -67,23 +68,5 @@ class AdmissionLimit:
 
 
 async def _overloaded(send: Send, retry_after: int) -> None:
-    body = json.dumps(
-        {
-            "data": None,
-            "errors": [
-                {"message": "the gateway is overloaded", "extensions": {"code": OVERLOADED}}
-            ],
-        }
-    ).encode()
-    await send(
-        {
-            "type": "http.response.start",
-            "status": 503,
-            "headers": [
-                (b"content-type", b"application/json"),
-                (b"retry-after", str(retry_after).encode()),
-                (b"content-length", str(len(body)).encode()),
-            ],
-        }
-    )
-    await send({"type": "http.response.body", "body": body})
+    headers = {"retry-after": str(retry_after)}
+    await refuse(send, 503, OVERLOADED, "the gateway is overloaded", headers)

@@ -175,7 +175,12 @@ class RateLimit:
         state = scope.get("state", {})
         limits = state.get("rate_limits")
         channel = state.get("channel")
-        if not isinstance(limits, SharedBuckets) or channel is None:
+        if (
+            scope["type"] not in ("http", "websocket")
+            or scope["path"] not in self.paths
+            or not isinstance(limits, SharedBuckets)
+            or channel is None
+        ):
             await self.app(scope, receive, send)
             return
         buckets = self.buckets(channel.name, channel.rate, state.get("customer_id"))
