@@ -46,9 +46,12 @@ class PersistedOperations:
     @classmethod
     def from_folder(cls, folder: Path | None) -> PersistedOperations:
         """Every ``*.graphql`` file under ``folder`` (none without one). Raises OSError when
-        the folder cannot be read."""
+        the folder cannot be read: a manifest that is silently empty would refuse every
+        operation of a ``persisted_only`` channel."""
         if folder is None:
             return cls()
+        if not folder.is_dir():
+            raise NotADirectoryError(f"security.persisted_operations: no folder {folder}")
         texts = [path.read_text() for path in sorted(folder.rglob("*.graphql"))]
         return cls({operation_id(text): text for text in texts})
 

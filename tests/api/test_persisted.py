@@ -63,6 +63,13 @@ def test_the_manifest_is_every_document_by_the_sha256_of_its_text() -> None:
     assert Path(OPERATIONS / "Listing.graphql").exists()
 
 
+def test_a_manifest_folder_that_is_not_there_is_an_error_not_an_empty_manifest(
+    tmp_path: Path,
+) -> None:
+    with pytest.raises(NotADirectoryError):
+        PersistedOperations.from_folder(tmp_path / "operations")
+
+
 def test_a_persisted_only_channel_runs_a_document_by_its_id(gateway: ServedGateway) -> None:
     response = send(gateway, by_id(operation_id(LISTING)))
 

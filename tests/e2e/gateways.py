@@ -39,6 +39,7 @@ from legacy.launcher import RunningEstate
 
 ROOT = Path(__file__).resolve().parents[2]
 DEMO_CONFIG = ROOT / "config" / "demo.toml"
+OPERATIONS = ROOT / "config" / "operations"
 SERVE = (sys.executable, "-m", "gateway.cli", "serve")
 START_TIMEOUT = 120.0  # seconds: migrations and the first stock load come before serving
 STOP_TIMEOUT = 15.0
@@ -71,7 +72,8 @@ def gateway_config(
     return {
         "channels": demo["channels"],
         "auth": demo["auth"],
-        "security": demo["security"],
+        # The file is written elsewhere: the manifest's folder is named absolutely.
+        "security": {**demo["security"], "persisted_operations": str(OPERATIONS)},
         "backends": dumped,
         "orders": {"stock_sync_interval": stock_sync_interval},
         "limits": {name: value for name, value in limits.items() if value is not None},
