@@ -69,7 +69,7 @@ from tests.e2e.gateways import (
     gateway_config,
     write_toml,
 )
-from tests.support import MARIENPLATZ, POSTGRES_ADMIN_URL
+from tests.support import MARIENPLATZ, OPERATOR, POSTGRES_ADMIN_URL
 
 ROOT: Final = Path(__file__).resolve().parents[1]
 SECTION: Final = "place_orders"
@@ -423,7 +423,7 @@ async def usage(control: httpx.AsyncClient, bench: Bench) -> Usage:
     round_trips = 0.0
     running = [member for member in bench.fleet.members if member.running]
     for member in running:
-        metrics = (await control.get(f"{member.url}/metrics")).text
+        metrics = (await control.get(f"{member.url}/metrics", headers=OPERATOR)).text
         for match in BACKEND_SECONDS.finditer(metrics):
             name = match["backend"]
             backends[name] = backends.get(name, 0.0) + float(match["value"])

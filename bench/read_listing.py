@@ -41,7 +41,7 @@ import httpx
 
 from bench.report import wrapped, write_section
 from legacy.launcher import default_erp_url
-from tests.support import LISTING, MARIENPLATZ
+from tests.support import LISTING, MARIENPLATZ, OPERATOR
 
 ROOT: Final = Path(__file__).resolve().parents[1]
 SECTION: Final = "read_listing"
@@ -354,7 +354,7 @@ async def backend_calls(control: httpx.AsyncClient, gateway: Gateway) -> Calls:
     pim, pricing, metrics = await asyncio.gather(
         control.get(f"{gateway.systems['pim']}/_sim/stats"),
         control.get(f"{gateway.systems['pricing']}/_sim/stats"),
-        control.get(f"{gateway.url}/metrics"),
+        control.get(f"{gateway.url}/metrics", headers=OPERATOR),
     )
     erp = sum(
         float(match["value"])

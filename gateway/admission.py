@@ -10,9 +10,15 @@ a load balancer can send it elsewhere.
 from __future__ import annotations
 
 import asyncio
-import json
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Final
 
 from starlette.types import ASGIApp, Receive, Scope, Send
+
+from gateway.limits import refuse
+
+OVERLOADED: Final = "OVERLOADED"
 
 
 class AdmissionLimit:
@@ -31,39 +37,36 @@ class AdmissionLimit:
         self._slots = asyncio.Semaphore(max_in_flight)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or scope["path"] not in self.paths:
+        if scope["type"] not in ("http", "websocket") or scope["path"] not in self.paths:
             await self.app(scope, receive, send)
             return
+        if scope["type"] == "websocket":
+            # A connection holds no slot: each query or mutation it runs takes one (slot()).
+            state = {**scope.get("state", {}), "admission": self}
+            await self.app({**scope, "state": state}, receive, send)
+            return
+        async with self.slot() as admitted:
+            if not admitted:
+                await _overloaded(send, retry_after=max(1, round(self.max_wait / 2)))
+                return
+            await self.app(scope, receive, send)
+
+    @asynccontextmanager
+    async def slot(self) -> AsyncIterator[bool]:
+        """One of the slots, held while the block runs; False (and no slot) when none came
+        free within ``max_wait``."""
         try:
             async with asyncio.timeout(self.max_wait):
                 await self._slots.acquire()
         except TimeoutError:
-            await _overloaded(send, retry_after=max(1, round(self.max_wait / 2)))
+            yield False
             return
         try:
-            await self.app(scope, receive, send)
+            yield True
         finally:
             self._slots.release()
 
 
 async def _overloaded(send: Send, retry_after: int) -> None:
-    body = json.dumps(
-        {
-            "data": None,
-            "errors": [
-                {"message": "the gateway is overloaded", "extensions": {"code": "OVERLOADED"}}
-            ],
-        }
-    ).encode()
-    await send(
-        {
-            "type": "http.response.start",
-            "status": 503,
-            "headers": [
-                (b"content-type", b"application/json"),
-                (b"retry-after", str(retry_after).encode()),
-                (b"content-length", str(len(body)).encode()),
-            ],
-        }
-    )
-    await send({"type": "http.response.body", "body": body})
+    headers = {"retry-after": str(retry_after)}
+    await refuse(send, 503, OVERLOADED, "the gateway is overloaded", headers)

@@ -9,10 +9,9 @@ import asyncio
 import logging
 from collections.abc import AsyncIterator, Mapping
 from contextlib import AsyncExitStack, asynccontextmanager
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
-import orjson
 from sqlalchemy.ext.asyncio import AsyncEngine
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
@@ -20,7 +19,6 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route, WebSocketRoute
 from starlette.websockets import WebSocket
-from strawberry.asgi import GraphQL
 from strawberry.subscriptions import GRAPHQL_TRANSPORT_WS_PROTOCOL
 
 from adapters.erp_sql import SqlErpInventory
@@ -38,6 +36,7 @@ from gateway.context import Context, Runtime
 from gateway.db import create_engine, upgrade
 from gateway.health import Readiness, backend_urls, health_routes
 from gateway.ledger import InventoryLedger
+from gateway.limits import BodyLimit
 from gateway.live import LiveHub, LiveSockets
 from gateway.loaders import build_loaders
 from gateway.locations import LocationDirectory
@@ -49,14 +48,18 @@ from gateway.orders.outbox import OutboxWorker
 from gateway.orders.placement import OrderService
 from gateway.orders.runtime import Orders
 from gateway.orders.store import IdempotencyKeys, OrderReader
+from gateway.persisted import PersistedOperations
 from gateway.promotions import LoyaltyProgram
+from gateway.ratelimit import Rate, RateLimit, SharedBuckets, redis_client
 from gateway.readmodel import reading
 from gateway.readmodel.feeds import Follower
 from gateway.readmodel.responses import Provenance, ResponseCacheMiddleware
 from gateway.security import Channel, ChannelAuthMiddleware, ChannelKeys, CustomerTokens
 from gateway.sourcing import Policy
 from gateway.tiers import KnownTiers
+from resolvers.http import GraphQLOverHTTP
 from resolvers.schema import build_schema
+from resolvers.websocket import GatedTransportWS
 
 log = logging.getLogger("gateway")
 NO_CHANNEL = Channel(name="none", scopes=frozenset())
@@ -130,26 +133,39 @@ def create_app(
             )
             yield {
                 "runtime": runtime,
+                "rate_limits": _rate_limits(settings.redis_url, stack),
                 # Probes are not traffic: they stay out of the backend request metrics.
                 "readiness": Readiness(raw, urls, redis=shared.link),
             }
 
+    security = config.security
     graphql = GatewayGraphQL(
         build_schema(),
+        persisted=PersistedOperations.from_folder(security.persisted_operations),
         graphql_ide="graphiql",
         subscription_protocols=[GRAPHQL_TRANSPORT_WS_PROTOCOL],
+        connection_init_wait_timeout=timedelta(seconds=security.connection_init_timeout),
+        allowed_origins=security.websocket_origins,
     )
+    key = security.operator_key
+    operator_key = None if key is None else key.get_secret_value()
     routes = [
         Route("/graphql", graphql, methods=["GET", "POST"]),
         WebSocketRoute("/graphql", graphql),
-        *health_routes(),
-        metrics_route(metrics),
+        *health_routes(operator_key=operator_key),
+        metrics_route(metrics, operator_key=operator_key),
     ]
-    keys, tokens = ChannelKeys(config.channels), CustomerTokens(config.auth)
+    keys, tokens = ChannelKeys(config.channels, security), CustomerTokens(config.auth)
     middleware = [
+        Middleware(BodyLimit, max_bytes=security.max_body_bytes),
         Middleware(ChannelAuthMiddleware, keys=keys, tokens=tokens),
-        # Hits are answered before admission: they cost microseconds and must not queue
-        # behind slow misses.
+        Middleware(
+            RateLimit,
+            customer_rate=Rate(security.customer_requests_per_second, security.customer_burst),
+            prefix=security.rate_limit_prefix,
+        ),
+        # Hits are answered before admission, after the rate limits: they cost microseconds
+        # and must not queue behind slow misses, but count against the channel like any answer.
         Middleware(ResponseCacheMiddleware),
         Middleware(
             AdmissionLimit,
@@ -160,6 +176,14 @@ def create_app(
     app = Starlette(routes=routes, middleware=middleware, lifespan=lifespan)
     app.state.live_sockets = sockets  # closed with 1001 first on shutdown (gateway.serve)
     return app
+
+
+def _rate_limits(redis_url: str | None, stack: AsyncExitStack) -> SharedBuckets:
+    """Rate limits in the gateway's Redis, shared by every instance; in-process without one."""
+    redis = redis_client(redis_url)
+    if redis is not None:
+        stack.push_async_callback(redis.aclose)
+    return SharedBuckets(redis)
 
 
 def _now() -> datetime:
@@ -238,10 +262,8 @@ async def _background(
     stack.push_async_callback(finish)
 
 
-class GatewayGraphQL(GraphQL[Context, None]):
-    def encode_json(self, data: object) -> bytes:
-        # A listing's answer is tens of kilobytes: orjson writes it in a tenth of the time.
-        return orjson.dumps(data)
+class GatewayGraphQL(GraphQLOverHTTP):
+    graphql_transport_ws_handler_class = GatedTransportWS
 
     async def get_context(
         self, request: Request | WebSocket, response: Response | WebSocket | None

@@ -70,10 +70,18 @@ class BackendsConfig(_Strict):
 
 
 class ChannelConfig(_Strict):
-    """A sales channel, identified by the API key it is configured under."""
+    """A sales channel, identified by the API key it is configured under, and what it may
+    spend: the cost of one operation (see gateway/limits.py), requests per second (with a
+    burst), whether only persisted operations are run, whether introspection answers."""
 
     name: str
     scopes: frozenset[str] = frozenset()
+    max_cost: int = Field(default=5000, ge=1)
+    # One key serves all of a channel's users: its own limit is high; customers have theirs.
+    requests_per_second: float = Field(default=500.0, gt=0)
+    burst: int = Field(default=1000, ge=1)
+    persisted_only: bool = False
+    introspection: bool = True
 
 
 class AuthConfig(_Strict):
@@ -109,6 +117,31 @@ class LimitsConfig(_Strict):
     max_wait: float = Field(default=10.0, gt=0)
     # PostgreSQL connections this process keeps at most (requests, the outbox, the stock sync).
     database_connections: int = Field(default=DEFAULT_CONNECTIONS, ge=1)
+
+
+class SecurityConfig(_Strict):
+    """What a request may be before any work is done for it (gateway/limits.py), the rate
+    limit per customer (gateway/ratelimit.py), and who may read the operator endpoints."""
+
+    max_body_bytes: int = Field(default=256 * 1024, ge=1024)
+    # A refusal by the parser costs about 5 µs per token: the limits keep it to ~2.5 ms.
+    max_document_length: int = Field(default=8 * 1024, ge=100)  # characters of the document
+    max_tokens: int = Field(default=500, ge=10)
+    max_depth: int = Field(default=12, ge=1)
+    max_aliases: int = Field(default=30, ge=0)
+    max_directives: int = Field(default=20, ge=0)
+    max_field_repeats: int = Field(default=5, ge=1)  # the same field in one selection set
+    max_string_length: int = Field(default=2000, ge=1)
+    customer_requests_per_second: float = Field(default=10.0, gt=0)
+    customer_burst: int = Field(default=40, ge=1)
+    rate_limit_prefix: str = "gateway:ratelimit"
+    # /metrics and the detailed /readyz answer only with this key (X-Operator-Key); without
+    # one they are not served at all. GATEWAY_OPERATOR_KEY overrides it.
+    operator_key: SecretStr | None = None
+    websocket_origins: tuple[str, ...] = ()
+    connection_init_timeout: float = Field(default=5.0, gt=0)
+    # A folder of .graphql documents, the persisted operations (relative to the config file).
+    persisted_operations: Path | None = None
 
 
 class OrdersConfig(_Strict):
@@ -161,6 +194,7 @@ class GatewayConfig(_Strict):
     orders: OrdersConfig = OrdersConfig()
     read_model: ReadModelConfig = ReadModelConfig()
     subscriptions: SubscriptionsConfig = SubscriptionsConfig()
+    security: SecurityConfig = SecurityConfig()
 
 
 class Settings(BaseSettings):
@@ -174,6 +208,7 @@ class Settings(BaseSettings):
     port: int = 8000
     host: str = "127.0.0.1"
     gateway_jwt_secret: SecretStr | None = None
+    gateway_operator_key: SecretStr | None = None
 
     @classmethod
     def from_env(cls) -> Settings:
@@ -189,4 +224,10 @@ class Settings(BaseSettings):
         if self.gateway_jwt_secret is not None:
             auth = config.auth.model_copy(update={"jwt_secret": self.gateway_jwt_secret})
             config = config.model_copy(update={"auth": auth})
-        return config
+        security = config.security
+        if self.gateway_operator_key is not None:
+            security = security.model_copy(update={"operator_key": self.gateway_operator_key})
+        if security.persisted_operations is not None:
+            folder = self.gateway_config.parent / security.persisted_operations
+            security = security.model_copy(update={"persisted_operations": folder})
+        return config.model_copy(update={"security": security})

@@ -3,7 +3,9 @@
 Liveness says only that the process serves. Readiness probes every backend with a cheap real
 call of its port, all at once and each under a short timeout. The gateway is not ready while a
 backend that every read needs (PIM, pricing, promotions, ERP) is down; it is ``degraded`` while
-only loyalty or the OMS is down, since reads still work and orders queue in the outbox.
+only loyalty or the OMS is down, since reads still work and orders queue in the outbox. Anyone
+gets the status (and its HTTP code); only an operator (``security.operator_key``) gets each
+backend's address and error.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from starlette.routing import Route
 from gateway.backends import Backends
 from gateway.config import BackendsConfig
 from gateway.readmodel.levels import RedisLink
+from gateway.security import is_operator
 
 PROBE_KEY: Final = "__probe__"  # a key no system knows: the lookup answers empty, cheaply
 REQUIRED: Final = ("pim", "pricing", "promotions", "erp")
@@ -166,25 +169,32 @@ async def liveness(request: Request) -> JSONResponse:
 
 
 def readiness_endpoint(
-    readiness: Readiness | None = None,
+    readiness: Readiness | None = None, operator_key: str | None = None
 ) -> Callable[[Request], Awaitable[JSONResponse]]:
-    """A Starlette endpoint answering a readiness report: 503 while unavailable. Without
-    ``readiness`` it uses the one the app's lifespan yielded in its state as ``readiness``."""
+    """A Starlette endpoint answering a readiness report: 503 while unavailable. Only the
+    status is shown, unless the request carries ``operator_key`` (see ``is_operator``): then
+    every backend's probe is, with its address and error. Without ``readiness`` it uses the one
+    the app's lifespan yielded in its state as ``readiness``."""
 
     async def endpoint(request: Request) -> JSONResponse:
         report = await (readiness or _from_state(request)).check()
+        detailed = is_operator(request.headers, operator_key)
         return JSONResponse(
-            report.as_json(), status_code=report.http_status, headers={"Cache-Control": "no-store"}
+            report.as_json() if detailed else {"status": report.status},
+            status_code=report.http_status,
+            headers={"Cache-Control": "no-store"},
         )
 
     return endpoint
 
 
-def health_routes(readiness: Readiness | None = None) -> list[Route]:
-    """``GET /healthz`` and ``GET /readyz`` (see ``readiness_endpoint`` for ``readiness``)."""
+def health_routes(
+    readiness: Readiness | None = None, operator_key: str | None = None
+) -> list[Route]:
+    """``GET /healthz`` and ``GET /readyz`` (see ``readiness_endpoint``)."""
     return [
         Route("/healthz", liveness, methods=["GET"]),
-        Route("/readyz", readiness_endpoint(readiness), methods=["GET"]),
+        Route("/readyz", readiness_endpoint(readiness, operator_key), methods=["GET"]),
     ]
 
 

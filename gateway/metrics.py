@@ -23,6 +23,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from gateway.db import SQLITE_STATEMENTS_ONLY
+from gateway.security import is_operator, operator_only
 
 # From a cache hit (1 ms) to a backend at its timeout (10 s).
 LATENCY_BUCKETS: Final = (
@@ -210,15 +211,22 @@ def count_round_trips(engine: AsyncEngine, metrics: Metrics) -> None:
         event.listen(sync_engine, kind, counter(kind))
 
 
-def metrics_endpoint(metrics: Metrics) -> Callable[[Request], Awaitable[Response]]:
-    """A Starlette endpoint answering ``metrics`` in the text exposition format."""
+def metrics_endpoint(
+    metrics: Metrics, operator_key: str | None = None
+) -> Callable[[Request], Awaitable[Response]]:
+    """A Starlette endpoint answering ``metrics`` in the text exposition format, to operators
+    only (see ``is_operator``): 401 for anyone else."""
 
     async def endpoint(request: Request) -> Response:
+        if not is_operator(request.headers, operator_key):
+            return operator_only()
         return Response(metrics.render(), media_type=metrics.content_type)
 
     return endpoint
 
 
-def metrics_route(metrics: Metrics, path: str = "/metrics") -> Route:
-    """``GET path`` answering ``metrics`` for Prometheus to scrape."""
-    return Route(path, metrics_endpoint(metrics), methods=["GET"])
+def metrics_route(
+    metrics: Metrics, path: str = "/metrics", operator_key: str | None = None
+) -> Route:
+    """``GET path`` answering ``metrics`` for Prometheus to scrape with ``operator_key``."""
+    return Route(path, metrics_endpoint(metrics, operator_key), methods=["GET"])

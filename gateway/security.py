@@ -19,10 +19,13 @@ from typing import Final
 import jwt
 from jwt.types import Options
 from starlette.datastructures import Headers, QueryParams
+from starlette.responses import JSONResponse, Response
 from starlette.types import ASGIApp, Receive, Scope, Send
 from starlette.websockets import WebSocket
 
-from gateway.config import AuthConfig, ChannelConfig
+from gateway.config import AuthConfig, ChannelConfig, SecurityConfig
+from gateway.limits import DEFAULT_LIMITS, DocumentLimits
+from gateway.ratelimit import Rate
 
 HMAC_ALGORITHMS: Final = frozenset({"HS256", "HS384", "HS512"})
 MINIMUM_SECRET_BYTES: Final = 32
@@ -30,6 +33,7 @@ CLAIMS_REQUIRED: Final = ("exp", "iat", "sub")
 
 INVALID_API_KEY: Final = "INVALID_API_KEY"
 UNAUTHENTICATED: Final = "UNAUTHENTICATED"
+DEFAULT_RATE: Final = Rate(per_second=500.0, burst=1000)
 WEBSOCKET_UNAUTHORIZED: Final = 4401  # graphql-transport-ws's code for a refused connection
 
 
@@ -42,6 +46,9 @@ class Channel:
 
     name: str
     scopes: frozenset[str]
+    limits: DocumentLimits = DEFAULT_LIMITS
+    persisted_only: bool = False
+    rate: Rate = DEFAULT_RATE
 
     def allows(self, scope: str) -> bool:
         return scope in self.scopes
@@ -50,10 +57,12 @@ class Channel:
 class ChannelKeys:
     """The configured API keys and the channel each one identifies."""
 
-    def __init__(self, channels: Mapping[str, ChannelConfig]) -> None:
+    def __init__(
+        self, channels: Mapping[str, ChannelConfig], security: SecurityConfig | None = None
+    ) -> None:
+        security = security or SecurityConfig()
         self._channels = [
-            (key.encode(), Channel(config.name, frozenset(config.scopes)))
-            for key, config in channels.items()
+            (key.encode(), _channel(config, security)) for key, config in channels.items()
         ]
 
     def identify(self, api_key: str | None) -> Channel | None:
@@ -67,6 +76,22 @@ class ChannelKeys:
             if hmac.compare_digest(key, offered):
                 found = channel
         return found
+
+
+def _channel(config: ChannelConfig, security: SecurityConfig) -> Channel:
+    limits = DocumentLimits(
+        max_tokens=security.max_tokens,
+        max_document_length=security.max_document_length,
+        max_string_length=security.max_string_length,
+        max_depth=security.max_depth,
+        max_aliases=security.max_aliases,
+        max_directives=security.max_directives,
+        max_field_repeats=security.max_field_repeats,
+        max_cost=config.max_cost,
+        introspection=config.introspection,
+    )
+    rate = Rate(config.requests_per_second, config.burst)
+    return Channel(config.name, frozenset(config.scopes), limits, config.persisted_only, rate)
 
 
 # --------------------------------------------------------------------------- customer tokens
@@ -227,6 +252,32 @@ def bearer_token(authorization: str | None) -> str | None:
 def unauthenticated_body(message: str, code: str) -> dict[str, object]:
     """A GraphQL response body carrying one error with ``extensions.code``."""
     return {"data": None, "errors": [{"message": message, "extensions": {"code": code}}]}
+
+
+# --------------------------------------------------------------------------- operators
+
+OPERATOR_HEADER: Final = "x-operator-key"
+
+
+def is_operator(headers: Mapping[str, str], operator_key: str | None) -> bool:
+    """Whether a request carries the operator key (``X-Operator-Key``, or a bearer token as a
+    Prometheus scrape sends it), compared in constant time. Never true without a key set."""
+    if not operator_key:
+        return False
+    offered = headers.get(OPERATOR_HEADER)
+    if offered is None:
+        scheme, _, token = headers.get("authorization", "").partition(" ")
+        offered = token.strip() if scheme.lower() == "bearer" else ""
+    return hmac.compare_digest(offered.encode(), operator_key.encode())
+
+
+def operator_only() -> Response:
+    """The answer to a request for an operator endpoint without the operator key."""
+    return JSONResponse(
+        {"error": "this endpoint needs the operator key (X-Operator-Key)"},
+        status_code=401,
+        headers={"Cache-Control": "no-store", "WWW-Authenticate": "Bearer"},
+    )
 
 
 # --------------------------------------------------------------------------- middleware

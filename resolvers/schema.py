@@ -7,16 +7,9 @@ import time
 from collections.abc import Iterator
 
 import strawberry
-from graphql import FieldNode, OperationDefinitionNode
+from graphql import FieldNode, GraphQLError, OperationDefinitionNode
 from strawberry import relay
-from strawberry.extensions import (
-    AddValidationRules,
-    MaxAliasesLimiter,
-    ParserCache,
-    QueryDepthLimiter,
-    SchemaExtension,
-    ValidationCache,
-)
+from strawberry.extensions import SchemaExtension
 from strawberry.types import ExecutionContext
 from strawberry.types.graphql import OperationType
 
@@ -27,6 +20,7 @@ from resolvers.catalog import CatalogQuery
 from resolvers.customers import CustomerQuery
 from resolvers.errors import PublicErrors
 from resolvers.execution import LeafFastPathExecutionContext
+from resolvers.limits import DocumentGuard, log_request_errors
 from resolvers.live import Subscription
 from resolvers.offers import OfferMutation
 from resolvers.orders import OrderMutation, OrderQuery
@@ -86,23 +80,23 @@ def _shareable(execution: ExecutionContext) -> bool:
     return all(isinstance(s, FieldNode) and s.name.value in SHAREABLE_ROOT_FIELDS for s in roots)
 
 
+class GatewaySchema(strawberry.Schema):
+    def process_errors(
+        self, errors: list[GraphQLError], execution_context: ExecutionContext | None = None
+    ) -> None:
+        log_request_errors(errors)
+
+
 @functools.cache  # strawberry's relay node field can be bound to one schema only
 def build_schema() -> strawberry.Schema:
-    # The limits' rule classes are made once: the validation cache is keyed by the rules, and
-    # a limiter built per request makes new classes each time, so the cache would never hit.
-    limits = [
-        *QueryDepthLimiter(max_depth=12).validation_rules,
-        *MaxAliasesLimiter(max_alias_count=30).validation_rules,
-    ]
-    return strawberry.Schema(
+    return GatewaySchema(
         query=Query,
         mutation=Mutation,
         subscription=Subscription,
         extensions=[
-            # Clients send the same few documents again and again: parse and validate once.
-            lambda: ParserCache(maxsize=512),
-            lambda: ValidationCache(maxsize=512),
-            lambda: AddValidationRules(limits),
+            # Clients send the same few documents again and again: parse and validate once,
+            # behind the channel's limits (tokens, depth, aliases, cost, strings).
+            lambda: DocumentGuard(maxsize=512),
             PublicErrors,
             OperationMetrics,
             ShareableAnswers,

@@ -7,7 +7,7 @@ import os
 import socket
 import threading
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -78,22 +78,12 @@ def reset_estate(estate: RunningEstate) -> None:
 
 ROOT = Path(__file__).resolve().parents[1]
 DEMO_CONFIG = ROOT / "config" / "demo.toml"
-# The web listing: its batching is proven in tests/api, its speed measured in bench/read_listing.
-LISTING = """
-query Listing($first: Int!, $near: GeoPointInput!) {
-  products(first: $first) {
-    totalCount
-    edges { node { code name brand variants {
-      sku
-      price { current { amount currency } }
-      availability(near: $near, first: 5) { store { code } available onHand distanceKm }
-      totalAvailable
-    } } }
-  }
-}
-"""
+# The web listing (a persisted operation): its batching is proven in tests/api, its speed
+# measured in bench/read_listing.
+LISTING = (ROOT / "config" / "operations" / "Listing.graphql").read_text()
 MARIENPLATZ = {"lat": 48.1374, "lon": 11.5755}
 
+OPERATOR = {"X-Operator-Key": "demo-operator"}  # the demo config's operator key
 GRAPHQL_KEYS = ("demo-web", "demo-mobile", "demo-kiosk", "demo-pos", "demo-csr", "demo-partner")
 
 
@@ -121,7 +111,7 @@ class ServedGateway:
 
     def metric(self, name: str, **labels: str) -> float:
         """The value of the ``/metrics`` sample ``name`` with exactly ``labels`` (0 if absent)."""
-        text = httpx.get(f"{self.url}/metrics", timeout=10).text
+        text = httpx.get(f"{self.url}/metrics", headers=OPERATOR, timeout=10).text
         for family in text_string_to_metric_families(text):
             for sample in family.samples:
                 if sample.name == name and sample.labels == labels:
@@ -133,16 +123,23 @@ class ServedGateway:
         self.thread.join(timeout=10)
 
 
-def serve_gateway(estate: RunningEstate, database_url: str) -> ServedGateway:
-    """Serve the gateway, configured by the demo config, over ``estate``'s backends and its own
-    database at ``database_url``."""
+def serve_gateway(
+    estate: RunningEstate,
+    database_url: str,
+    redis_url: str | None = None,
+    config: Mapping[str, object] | None = None,
+) -> ServedGateway:
+    """Serve the gateway, configured by the demo config (with the sections in ``config``
+    replaced), over ``estate``'s backends, its own database at ``database_url`` and the Redis
+    at ``redis_url`` (none: in-process)."""
     from gateway.app import create_app
     from gateway.config import Settings
     from gateway.serve import demo_backends
 
-    settings = Settings(gateway_config=DEMO_CONFIG, database_url=database_url)
+    settings = Settings(gateway_config=DEMO_CONFIG, database_url=database_url, redis_url=redis_url)
     backends = demo_backends(estate.urls, estate.erp_url, estate.promotions_dir, estate.api_key)
-    app = create_app(settings, settings.config().model_copy(update={"backends": backends}))
+    update = {**(config or {}), "backends": backends}
+    app = create_app(settings, settings.config().model_copy(update=update))
     url, server, thread = serve_on_thread(app)
     return ServedGateway(url, app, server, thread)
 

@@ -35,6 +35,8 @@ URLS = {
     "loyalty": "http://loyalty.test",
     "oms": "http://oms.test",
 }
+OPERATOR_KEY = "operator-key-for-tests"
+OPERATOR = {"X-Operator-Key": OPERATOR_KEY}
 PROBES = {
     "pim": ("catalogue", "categories"),
     "pricing": ("prices", "prices"),
@@ -94,7 +96,7 @@ def app(
     routes = [
         Route("/graphql", whoami, methods=["GET", "POST"]),
         WebSocketRoute("/graphql", whoami_socket),
-        *health_routes(readiness),
+        *health_routes(readiness, operator_key=OPERATOR_KEY),
     ]
     keys = ChannelKeys(config.channels)
     middleware = [Middleware(ChannelAuthMiddleware, keys=keys, tokens=tokens)]
@@ -104,7 +106,9 @@ def app(
 @pytest.fixture
 async def client(app: Starlette) -> AsyncIterator[httpx.AsyncClient]:
     transport = httpx.ASGITransport(app=app)
-    async with httpx.AsyncClient(transport=transport, base_url="http://gateway") as client:
+    async with httpx.AsyncClient(
+        transport=transport, base_url="http://gateway", headers=OPERATOR
+    ) as client:
         yield client
 
 
@@ -174,6 +178,21 @@ async def test_liveness_answers_ok_without_a_key(client: httpx.AsyncClient) -> N
 
     assert response.status_code == 200
     assert response.json() == {"status": "ok"}
+
+
+async def test_without_the_operator_key_readiness_shows_only_its_status(
+    client: httpx.AsyncClient, fakes: FakeEstate
+) -> None:
+    # given
+    fakes.catalogue.fail_with = BackendUnavailable("pim", "connection refused to 10.0.0.7")
+    # when
+    anonymous = await client.get("/readyz", headers={"X-Operator-Key": ""})
+    wrong = await client.get("/readyz", headers={"X-Operator-Key": "demo-web"})
+    operator = await client.get("/readyz")
+    # then
+    assert anonymous.status_code == wrong.status_code == operator.status_code == 503
+    assert anonymous.json() == wrong.json() == {"status": "unavailable"}
+    assert operator.json()["backends"]["pim"]["error"].endswith("10.0.0.7")
 
 
 async def test_ready_when_every_backend_answers_its_probe(

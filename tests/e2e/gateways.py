@@ -41,6 +41,7 @@ from tests.support import POSTGRES_ADMIN_URL, missing_service, start_systems, wr
 
 ROOT = Path(__file__).resolve().parents[2]
 DEMO_CONFIG = ROOT / "config" / "demo.toml"
+OPERATIONS = ROOT / "config" / "operations"
 SERVE = (sys.executable, "-m", "gateway.cli", "serve")
 START_TIMEOUT = 120.0  # seconds: migrations and the first stock load come before serving
 STOP_TIMEOUT = 15.0
@@ -61,9 +62,9 @@ def gateway_config(
     max_wait: float | None = None,
     read_model: TomlTable | None = None,
 ) -> TomlTable:
-    """The demo config's channels and auth, ``estate`` as the backends (``demo_backends``), and
-    the stock synced every ``stock_sync_interval`` seconds. The admission limits stay the
-    defaults unless given."""
+    """The demo config's channels, auth and security, ``estate`` as the backends
+    (``demo_backends``), and the stock synced every ``stock_sync_interval`` seconds. The
+    admission limits stay the defaults unless given."""
     demo = tomllib.loads(DEMO_CONFIG.read_text())
     backends = demo_backends(estate.urls, estate.erp_url, estate.promotions_dir, estate.api_key)
     dumped = backends.model_dump(mode="json")
@@ -74,6 +75,8 @@ def gateway_config(
     return {
         "channels": demo["channels"],
         "auth": demo["auth"],
+        # The file is written elsewhere: the manifest's folder is named absolutely.
+        "security": {**demo["security"], "persisted_operations": str(OPERATIONS)},
         "backends": dumped,
         "orders": {"stock_sync_interval": stock_sync_interval},
         "limits": {name: value for name, value in limits.items() if value is not None},

@@ -33,6 +33,8 @@ PORTS = [
     ("order_intake", OrderIntakePort),
 ]
 
+OPERATOR_KEY = "operator-key-for-tests"
+
 
 def sample(metrics: Metrics, name: str, **labels: str) -> float | None:
     return metrics.registry.get_sample_value(name, labels)
@@ -152,19 +154,35 @@ def test_each_metrics_object_counts_on_its_own() -> None:
     assert sample(second, "gateway_graphql_requests_total", **labels) is None
 
 
-async def test_the_metrics_route_serves_the_text_exposition(truth: DemoEstate) -> None:
+async def test_without_an_operator_key_set_the_metrics_are_served_to_no_one() -> None:
+    app = Starlette(routes=[metrics_route(Metrics())])
+    async with httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=app), base_url="http://gateway"
+    ) as client:
+        response = await client.get("/metrics", headers={"X-Operator-Key": ""})
+
+    assert response.status_code == 401
+
+
+async def test_the_metrics_route_serves_the_text_exposition_to_operators(truth: DemoEstate) -> None:
     # given
     metrics = Metrics()
     prices = instrument(FakeEstate.from_demo(truth).prices, "pricing", metrics)
     await prices.prices([truth.products[0].variants[0].sku])
     metrics.observe_graphql("Listing", "web", ok=True, seconds=0.01)
-    app = Starlette(routes=[metrics_route(metrics)])
+    app = Starlette(routes=[metrics_route(metrics, operator_key=OPERATOR_KEY)])
     # when
     async with httpx.AsyncClient(
         transport=httpx.ASGITransport(app=app), base_url="http://gateway"
     ) as client:
-        response = await client.get("/metrics")
+        response = await client.get("/metrics", headers={"X-Operator-Key": OPERATOR_KEY})
+        scraped = await client.get("/metrics", headers={"Authorization": f"Bearer {OPERATOR_KEY}"})
+        anonymous = await client.get("/metrics")
+        guessed = await client.get("/metrics", headers={"X-Operator-Key": "demo-web"})
     # then
+    assert scraped.text == response.text
+    assert anonymous.status_code == guessed.status_code == 401
+    assert "gateway_" not in anonymous.text + guessed.text
     assert response.status_code == 200
     assert response.headers["content-type"].startswith("text/plain")
     lines = response.text.splitlines()

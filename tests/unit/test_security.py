@@ -81,12 +81,22 @@ def test_demo_config_signs_customer_tokens_with_its_demo_secret() -> None:
 
 
 def test_each_configured_key_identifies_its_channel() -> None:
-    keys = ChannelKeys(demo_config().channels)
+    config = demo_config()
+    keys = ChannelKeys(config.channels, config.security)
 
-    assert keys.identify("demo-pos") == Channel(
-        "pos", frozenset({"catalog:read", "customer:lookup", "orders:write", "sales:read"})
+    pos, partner = keys.identify("demo-pos"), keys.identify("demo-partner")
+
+    assert pos is not None
+    assert partner is not None
+    assert (pos.name, pos.scopes) == (
+        "pos",
+        frozenset({"catalog:read", "customer:lookup", "orders:write", "sales:read"}),
     )
-    assert keys.identify("demo-partner") == Channel("partner", frozenset({"catalog:read"}))
+    assert (partner.name, partner.scopes) == ("partner", frozenset({"catalog:read"}))
+    # what each may spend, and whether introspection answers, come with the key
+    assert (pos.limits.max_cost, pos.limits.introspection) == (5000, False)
+    assert (partner.limits.max_cost, partner.limits.introspection) == (1000, True)
+    assert partner.limits.max_tokens == config.security.max_tokens
 
 
 @pytest.mark.parametrize("offered", [None, "", "demo", "demo-web ", "DEMO-WEB", "demo-web-2"])
