@@ -50,7 +50,7 @@ from gateway.orders.runtime import Orders
 from gateway.orders.store import IdempotencyKeys, OrderReader
 from gateway.persisted import PersistedOperations
 from gateway.promotions import LoyaltyProgram
-from gateway.ratelimit import Rate, RateLimit, SharedBuckets, redis_client
+from gateway.ratelimit import Rate, RateLimit, SharedBuckets
 from gateway.readmodel import reading
 from gateway.readmodel.feeds import Follower
 from gateway.readmodel.responses import Provenance, ResponseCacheMiddleware
@@ -133,7 +133,8 @@ def create_app(
             )
             yield {
                 "runtime": runtime,
-                "rate_limits": _rate_limits(settings.redis_url, stack),
+                # One Redis client per process: the rate limits share the read model's.
+                "rate_limits": SharedBuckets(None if shared.link is None else shared.link.client),
                 # Probes are not traffic: they stay out of the backend request metrics.
                 "readiness": Readiness(raw, urls, redis=shared.link),
             }
@@ -176,14 +177,6 @@ def create_app(
     app = Starlette(routes=routes, middleware=middleware, lifespan=lifespan)
     app.state.live_sockets = sockets  # closed with 1001 first on shutdown (gateway.serve)
     return app
-
-
-def _rate_limits(redis_url: str | None, stack: AsyncExitStack) -> SharedBuckets:
-    """Rate limits in the gateway's Redis, shared by every instance; in-process without one."""
-    redis = redis_client(redis_url)
-    if redis is not None:
-        stack.push_async_callback(redis.aclose)
-    return SharedBuckets(redis)
 
 
 def _now() -> datetime:

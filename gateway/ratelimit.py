@@ -147,11 +147,6 @@ class SharedBuckets:
         return float(wait)
 
 
-def redis_client(url: str | None) -> Redis | None:
-    """The Redis client the rate limits use (None without ``REDIS_URL``)."""
-    return None if url is None else Redis.from_url(url)
-
-
 class RateLimit:
     """Takes a token from the channel's bucket (and the customer's, with a token) for every
     request on ``paths`` that ``ChannelAuthMiddleware`` identified; 429 when one is empty. A

@@ -2,9 +2,10 @@
 
 A read whose answer is the same for everyone who may see it — a query (no mutation) of the
 catalogue, prices, stock and stores only, with no customer token — is answered again from here.
-The key is a hash of the document text, the operation name, the variables, the channel's scopes
-(which decide what it may see, so two channels of the same scopes share answers) and the media
-type asked for; never the channel's name or key. The hit path parses no GraphQL, validates
+The key is a hash of the document text (or the persisted operation's id), the operation name,
+the variables, the channel's policy (its scopes, document limits and persisted-only rule, which
+decide what it may be answered: two channels of the same policy share answers) and the media type
+asked for; never the channel's name or key. The hit path parses no GraphQL, validates
 nothing and executes nothing: it hashes the request body and sends the stored bytes, with an
 ``Age`` header saying how old they are.
 
@@ -29,6 +30,7 @@ from starlette.datastructures import Headers
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from gateway.readmodel.bus import ChangeBus, ChangeNotice
+from gateway.security import Channel
 
 SHAREABLE_ROOT_FIELDS = frozenset({"products", "product", "stores", "node", "__typename"})
 """Query fields whose answers depend on no customer; any other field makes an answer private."""
@@ -197,7 +199,7 @@ class ResponseCacheMiddleware:
             await self.app(scope, receive, send)
             return
         body, receive = await _read_body(receive)
-        key = _key(scope, headers, body, sorted(channel.scopes))
+        key = _key(scope, headers, body, _policy(channel))
         if key is None:
             await self.app(scope, receive, send)
             return
@@ -214,9 +216,15 @@ class ResponseCacheMiddleware:
             cache.put(key, captured.body, captured.headers, provenance.tags, started)
 
 
-def _key(scope: Scope, headers: Headers, body: bytes | None, scopes: list[str]) -> str | None:
+def _policy(channel: Channel) -> str:
+    """What of a channel decides what it may be answered: its scopes, its document limits and
+    cost budget, and whether it runs persisted operations only (never its name or key)."""
+    return repr((sorted(channel.scopes), channel.limits, channel.persisted_only))
+
+
+def _key(scope: Scope, headers: Headers, body: bytes | None, policy: str) -> str | None:
     """The cache key of a GraphQL request, or None when it cannot be one (not JSON, too big, a
-    batch, a multipart upload)."""
+    batch, a multipart upload). A persisted operation is keyed by its id."""
     if scope["method"] == "GET":
         raw = scope.get("query_string", b"")
     elif scope["method"] == "POST" and body is not None:
@@ -226,16 +234,20 @@ def _key(scope: Scope, headers: Headers, body: bytes | None, scopes: list[str]) 
             request = orjson.loads(body)
         except orjson.JSONDecodeError:
             return None
-        if not isinstance(request, dict) or not isinstance(request.get("query"), str):
+        if not isinstance(request, dict):
             return None
-        raw = orjson.dumps(
-            [request.get("query"), request.get("operationName"), request.get("variables")],
-            option=orjson.OPT_SORT_KEYS,
-        )
+        query, extensions = request.get("query"), request.get("extensions")
+        if not isinstance(query, str) and not isinstance(extensions, dict):
+            return None
+        parts = [query, request.get("operationName"), request.get("variables"), extensions]
+        try:
+            raw = orjson.dumps(parts, option=orjson.OPT_SORT_KEYS)
+        except TypeError:  # keys that are not strings: not a request to keep answers for
+            return None
     else:
         return None
     digest = hashlib.sha256(raw)
-    digest.update(orjson.dumps([scopes, headers.get("accept", "")]))
+    digest.update(orjson.dumps([policy, headers.get("accept", "")]))
     return digest.hexdigest()
 
 

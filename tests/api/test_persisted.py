@@ -132,3 +132,32 @@ def test_an_id_works_over_get_too(gateway: ServedGateway) -> None:
 
     assert response.status_code == 200
     assert len(response.json()["data"]["products"]["edges"]) == 1
+
+
+def test_an_answer_kept_for_another_channel_is_never_given_to_a_persisted_only_one(
+    gateway: ServedGateway,
+) -> None:
+    # given a free-form document answered twice for mobile (the second time from the cache),
+    # a channel with the same scopes as web but free to send any document
+    free = {"query": "{ products(first: 3) { totalCount } }"}
+    kept = [send(gateway, free, key="demo-mobile") for _ in range(2)]
+
+    # when web, which runs persisted operations only, sends the same document
+    refused = send(gateway, free)
+
+    # then it is refused as always, not answered from what mobile was given
+    assert [answer.headers.get("x-cache") for answer in kept] == [None, "hit"]
+    assert refused.status_code == 400
+    assert refused.json()["errors"][0]["extensions"] == {"code": "PERSISTED_QUERY_REQUIRED"}
+
+
+def test_a_persisted_operation_is_answered_again_from_the_response_cache(
+    gateway: ServedGateway,
+) -> None:
+    request = by_id(operation_id(LISTING), variables={"first": 4, "near": MARIENPLATZ})
+
+    answers = [send(gateway, request) for _ in range(2)]
+
+    assert [answer.status_code for answer in answers] == [200, 200]
+    assert answers[1].headers.get("x-cache") == "hit"
+    assert answers[1].content == answers[0].content
