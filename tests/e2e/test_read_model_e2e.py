@@ -44,6 +44,7 @@ from tests.e2e.gateways import (
 from tests.support import (
     LISTING,
     MARIENPLATZ,
+    OPERATOR,
     missing_service,
     reset_estate,
 )
@@ -267,7 +268,7 @@ def test_redis_stopped_and_started_fails_no_request_and_converges(
     try:
         redis.stop()
         time.sleep(1.5)
-        ready = httpx.get(f"{fleet.urls[1]}/readyz", timeout=10)
+        ready = httpx.get(f"{fleet.urls[1]}/readyz", headers=OPERATOR, timeout=10)
         _set_price(deployment, sku, "5.55")
         during = _eventually(fleet.urls, _price(sku), "5.55")
         redis.start()
