@@ -32,7 +32,7 @@ from gateway.admission import AdmissionLimit
 from gateway.backends import Backends
 from gateway.cart import CartPricing, PromotionRules
 from gateway.config import BackendsConfig, GatewayConfig, OrdersConfig, Settings
-from gateway.context import Context, Runtime
+from gateway.context import Context, Identity, Runtime
 from gateway.db import create_engine, upgrade
 from gateway.health import Readiness, backend_urls, health_routes
 from gateway.ledger import InventoryLedger
@@ -266,9 +266,14 @@ class GatewayGraphQL(GraphQLOverHTTP):
         return Context(
             request=request,
             response=response if isinstance(response, Response) else None,
-            # Only GraphiQL's page is served without a key, and it runs no operation.
-            channel=getattr(request.state, "channel", NO_CHANNEL),
-            customer_id=getattr(request.state, "customer_id", None),
+            # Only GraphiQL's page is served without a key, and it runs no operation; a
+            # WebSocket without one names its channel in connection_init.
+            identity=Identity(
+                channel=getattr(request.state, "channel", None) or NO_CHANNEL,
+                customer_id=getattr(request.state, "customer_id", None),
+                pending=getattr(request.state, "channel", None) is None
+                and isinstance(request, WebSocket),
+            ),
             runtime=runtime,
             loaders=build_loaders(runtime.backends, runtime.ledger, runtime.reads, provenance),
             provenance=provenance,

@@ -49,15 +49,32 @@ class Runtime:
     sockets: LiveSockets
 
 
+@dataclass(slots=True)
+class Identity:
+    """Who is asking. On a WebSocket opened without a key it is ``pending`` until the
+    ``connection_init`` message names the channel (and customer) in its payload."""
+
+    channel: Channel
+    customer_id: str | None
+    pending: bool = False
+
+
 @dataclass(frozen=True, slots=True)
 class Context:
     request: Request | WebSocket
     response: Response | None
-    channel: Channel
-    customer_id: str | None
+    identity: Identity
     runtime: Runtime
     loaders: Loaders
     provenance: Provenance
+
+    @property
+    def channel(self) -> Channel:
+        return self.identity.channel
+
+    @property
+    def customer_id(self) -> str | None:
+        return self.identity.customer_id
 
 
 Info = strawberry.Info[Context, None]

@@ -20,13 +20,16 @@ from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from functools import partial
-from typing import Final
+from typing import TYPE_CHECKING, Final
 
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from gateway.limits import refuse
+
+if TYPE_CHECKING:  # security imports this module
+    from gateway.security import Channel
 
 log = logging.getLogger("gateway.ratelimit")
 RATE_LIMITED: Final = "RATE_LIMITED"
@@ -174,9 +177,14 @@ class RateLimit:
             scope["type"] not in ("http", "websocket")
             or scope["path"] not in self.paths
             or not isinstance(limits, SharedBuckets)
-            or channel is None
         ):
             await self.app(scope, receive, send)
+            return
+        if channel is None:
+            if scope["type"] == "websocket":  # identified by connection_init, later
+                takers = partial(self._taker, limits)
+                state = {**state, "take_token_for": takers}
+            await self.app({**scope, "state": state}, receive, send)
             return
         buckets = self.buckets(channel.name, channel.rate, state.get("customer_id"))
         if scope["type"] == "websocket":
@@ -191,6 +199,11 @@ class RateLimit:
             await refuse(send, 429, RATE_LIMITED, message, {"retry-after": retry})
             return
         await self.app(scope, receive, send)
+
+    def _taker(
+        self, limits: SharedBuckets, channel: Channel, customer_id: str | None
+    ) -> TokenTaker:
+        return partial(limits.take, self.buckets(channel.name, channel.rate, customer_id))
 
     def buckets(self, channel: str, rate: Rate, customer_id: str | None) -> list[Bucket]:
         found = [Bucket(f"{self.prefix}:channel:{channel}", rate)]

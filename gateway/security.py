@@ -284,9 +284,15 @@ def operator_only() -> Response:
 
 
 @dataclass(frozen=True, slots=True)
-class _Refusal:
+class Refusal:
+    """Why a request's credentials were refused: a message and an ``extensions.code``."""
+
     message: str
     code: str
+
+
+def _credentials_in(headers: Mapping[str, str]) -> bool:
+    return "x-api-key" in headers or "authorization" in headers
 
 
 class ChannelAuthMiddleware:
@@ -315,25 +321,35 @@ class ChannelAuthMiddleware:
         if scope["type"] == "http" and _asks_for_graphiql(scope, headers):
             await self.app(scope, receive, send)
             return
-        identity = self._identify(headers)
-        if isinstance(identity, _Refusal):
+        if scope["type"] == "websocket" and not _credentials_in(headers):
+            # A browser cannot set headers on a WebSocket: the key (and a customer's token)
+            # then come in connection_init's payload, checked by resolvers/websocket.py.
+            state = {**scope.get("state", {}), "identify": self.identify}
+            await self.app({**scope, "state": state}, receive, send)
+            return
+        identity = self.identify(headers)
+        if isinstance(identity, Refusal):
             await _refuse(identity, scope, receive, send)
             return
         channel, customer_id = identity
         state = {**scope.get("state", {}), "channel": channel, "customer_id": customer_id}
         await self.app({**scope, "state": state}, receive, send)
 
-    def _identify(self, headers: Headers) -> tuple[Channel, str | None] | _Refusal:
+    def identify(self, headers: Mapping[str, str]) -> tuple[Channel, str | None] | Refusal:
+        """The channel and customer that ``headers`` (lower-case names) name, or why not."""
+        return self._identify(headers)
+
+    def _identify(self, headers: Mapping[str, str]) -> tuple[Channel, str | None] | Refusal:
         channel = self.keys.identify(headers.get("x-api-key"))
         if channel is None:
             missing = "x-api-key" not in headers
             message = "an X-Api-Key header is required" if missing else "unknown API key"
-            return _Refusal(message, INVALID_API_KEY)
+            return Refusal(message, INVALID_API_KEY)
         try:
             token = bearer_token(headers.get("authorization"))
             customer_id = None if token is None else self.tokens.verify(token)
         except InvalidToken as exc:
-            return _Refusal(exc.reason, UNAUTHENTICATED)
+            return Refusal(exc.reason, UNAUTHENTICATED)
         return channel, customer_id
 
 
@@ -345,7 +361,7 @@ def _asks_for_graphiql(scope: Scope, headers: Headers) -> bool:
     return "query" not in QueryParams(scope.get("query_string", b""))
 
 
-async def _refuse(refusal: _Refusal, scope: Scope, receive: Receive, send: Send) -> None:
+async def _refuse(refusal: Refusal, scope: Scope, receive: Receive, send: Send) -> None:
     if scope["type"] == "websocket":
         # Accept first: a close before the handshake reaches clients as a bare HTTP 403.
         websocket = WebSocket(scope, receive, send)

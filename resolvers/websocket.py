@@ -13,6 +13,7 @@ from strawberry.subscriptions.protocols.graphql_transport_ws.handlers import (
     Operation,
 )
 from strawberry.subscriptions.protocols.graphql_transport_ws.types import (
+    ConnectionInitMessage,
     SubscribeMessage,
     SubscribeMessagePayload,
 )
@@ -21,11 +22,32 @@ from gateway.admission import OVERLOADED, AdmissionLimit
 from gateway.context import Context
 from gateway.persisted import PersistedOperations, PersistedRefusal
 from gateway.ratelimit import RATE_LIMITED, TokenTaker
+from gateway.security import Channel, Refusal
 
 _parse = _get_parse_cache(512)  # the cache DocumentGuard parses with
 
 
+FORBIDDEN_CLOSE = 4403  # graphql-transport-ws: connection_init refused
+
+
 class GatedTransportWS(BaseGraphQLTransportWSHandler[Context, None]):
+    async def handle_connection_init(self, message: ConnectionInitMessage) -> None:
+        """A connection opened without a key names its channel in the payload, as
+        ``{"X-Api-Key": ..., "Authorization": "Bearer ..."}``; a missing or unknown key, or a
+        bad token, closes it with 4403."""
+        identity = self.context.identity
+        if identity.pending and not self.connection_init_received:
+            found = _identify(self.context.request.state, message.get("payload"))
+            if found is None:
+                await self.websocket.close(code=FORBIDDEN_CLOSE, reason="Forbidden")
+                return
+            identity.channel, identity.customer_id = found
+            identity.pending = False
+            takers = getattr(self.context.request.state, "take_token_for", None)
+            if takers is not None:
+                self.context.request.state.take_token = takers(*found)
+        await super().handle_connection_init(message)
+
     async def handle_subscribe(self, message: SubscribeMessage) -> None:
         """The document of a persisted operation's id, or a refusal (as over HTTP)."""
         persisted = getattr(self.view, "persisted", None)
@@ -84,3 +106,14 @@ def _is_subscription(operation: Operation[Context, None], context: Context) -> b
 
 def _refusal(message: str, code: str) -> GraphQLError:
     return GraphQLError(message, extensions={"code": code})
+
+
+def _identify(state: object, payload: object) -> tuple[Channel, str | None] | None:
+    """The channel and customer a connection_init payload names (its keys read as header
+    names, in any case), or None."""
+    identify = getattr(state, "identify", None)
+    if identify is None or not isinstance(payload, dict):
+        return None
+    headers = {str(k).lower(): v for k, v in payload.items() if isinstance(v, str)}
+    found = identify(headers)
+    return None if isinstance(found, Refusal) else found

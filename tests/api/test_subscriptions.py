@@ -12,6 +12,7 @@ from typing import Any
 import httpx
 import pytest
 from websockets.asyncio.client import ClientConnection, connect
+from websockets.exceptions import ConnectionClosed
 
 from legacy.demo import DemoEstate
 from legacy.launcher import RunningEstate
@@ -183,3 +184,35 @@ async def test_a_backend_failing_inside_a_subscription_is_reported_without_inter
         ("pricing is unavailable", "BACKEND_UNAVAILABLE")
     ]
     assert "PricingService" not in json.dumps(refused)
+
+
+async def _opened_without_a_key(gateway: ServedGateway, payload: dict[str, str]) -> Any:
+    """A socket opened as a browser opens it (no headers), initialised with ``payload``: the
+    first message, or the close code."""
+    url = gateway.url.replace("http://", "ws://") + "/graphql"
+    async with connect(url, subprotocols=["graphql-transport-ws"]) as websocket:  # type: ignore[list-item]
+        await websocket.send(json.dumps({"type": "connection_init", "payload": payload}))
+        try:
+            ack = json.loads(await asyncio.wait_for(websocket.recv(), WAIT))
+        except ConnectionClosed:
+            return websocket.close_code
+        operation = await subscribe_to(websocket, PRICE_CHANGED, {"skus": ["100000010"]})
+        return ack["type"], (await next_message(websocket, operation))["type"]
+
+
+async def test_a_browser_names_its_channel_key_in_connection_init(
+    cold_gateway: ServedGateway,
+) -> None:
+    answer = await _opened_without_a_key(cold_gateway, {"X-Api-Key": "demo-kiosk"})
+
+    assert answer == ("connection_ack", "next")
+
+
+@pytest.mark.parametrize(
+    "payload",
+    [{}, {"X-Api-Key": "not-a-key"}, {"X-Api-Key": "demo-kiosk", "Authorization": "Bearer x"}],
+)
+async def test_a_missing_or_unknown_key_in_connection_init_closes_with_4403(
+    cold_gateway: ServedGateway, payload: dict[str, str]
+) -> None:
+    assert await _opened_without_a_key(cold_gateway, payload) == 4403
