@@ -40,7 +40,7 @@ import httpx
 from websockets.asyncio.client import ClientConnection, connect
 
 from bench.read_listing import process_cpu_seconds
-from bench.read_model import deployment
+from bench.read_model import deployment, unthrottled
 from bench.report import exit_on_sigterm, setting, wrapped, write_section
 from tests.e2e.gateways import GatewayFleet, gateway_config, write_toml
 
@@ -270,7 +270,7 @@ def benchmark(options: Options) -> Results:
             if loc.kind == "STORE" and "CARRY_OUT" in loc.capabilities
         )
         ranged = [v.sku for p in truth.products if truth.ranged(p, store) for v in p.variants]
-        config = gateway_config(estate, stock_sync_interval=0.25)
+        config = unthrottled(gateway_config(estate, stock_sync_interval=0.25))
         path = write_toml(config, options.data_dir / "bench-fanout.toml")
         environment = {"REDIS_URL": redis}
         fleet = GatewayFleet(path, database, options.data_dir / "gateways", environment=environment)
