@@ -406,8 +406,10 @@ async def test_each_demo_key_reaches_the_app_as_its_channel_without_a_customer(
     assert response.json()["customerId"] is None
 
 
-async def test_a_websocket_without_a_key_is_closed_with_4401(app: Starlette) -> None:
-    sent = await websocket_session(app, {})
+async def test_a_websocket_with_an_unknown_key_is_closed_with_4401(app: Starlette) -> None:
+    # Without any key the connection names its channel in connection_init instead (see
+    # tests/api/test_subscriptions.py); a wrong key on the upgrade is refused at once.
+    sent = await websocket_session(app, {"X-Api-Key": "not-a-key"})
 
     assert [message["type"] for message in sent] == ["websocket.accept", "websocket.close"]
     assert sent[0]["subprotocol"] == "graphql-transport-ws"
