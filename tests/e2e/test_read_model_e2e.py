@@ -14,7 +14,7 @@ import json
 import signal
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass, replace
 from decimal import Decimal
 from pathlib import Path
@@ -23,7 +23,7 @@ from typing import Any
 
 import httpx
 import pytest
-from websockets.asyncio.client import connect
+from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
 
 from legacy.demo import DemoEstate
@@ -308,41 +308,76 @@ def _products(body: dict[str, Any]) -> list[tuple[str, list[Decimal]]]:
     ]
 
 
-async def test_a_sale_on_one_instance_reaches_a_subscriber_on_the_other(
-    deployment: Deployment,
-) -> None:
-    deployment.fleet.ensure_running()
-    truth = deployment.truth
-    seller, watcher = deployment.fleet.urls
-    store = next(loc.code for loc in truth.locations if "CARRY_OUT" in loc.capabilities)
-    sku = _sku(deployment, 8)
+@dataclass(slots=True)
+class Shelf:
+    """A kiosk's socket subscribed to one SKU at one store, and the numbers it last showed."""
+
+    websocket: ClientConnection
+    operation: str
+    shown: dict[str, Any]
+
+    async def next(self) -> dict[str, Any]:
+        message = await next_message(self.websocket, self.operation)
+        self.shown = message["payload"]["data"]["stockChanged"]
+        return self.shown
+
+
+@contextlib.asynccontextmanager
+async def _shelf(deployment: Deployment, url: str, sku: str, on_hand: int) -> AsyncIterator[Shelf]:
+    """Book ``on_hand`` units of ``sku`` at the till store in the ERP, and watch it from a
+    kiosk on the instance at ``url`` until the ERP's count has reached it."""
+    store = _till_store(deployment)
     async with httpx.AsyncClient() as client:
-        await book_stock(client, deployment.estate, {(store, sku): 50})
-    deadline = time.monotonic() + WAIT_SECONDS
-    url = watcher.replace("http://", "ws://") + "/graphql"
+        await book_stock(client, deployment.estate, {(store, sku): on_hand})
+    socket_url = url.replace("http://", "ws://") + "/graphql"
     async with connect(
-        url, subprotocols=["graphql-transport-ws"], additional_headers={"X-Api-Key": "demo-kiosk"}
+        socket_url,
+        subprotocols=["graphql-transport-ws"],
+        additional_headers={"X-Api-Key": "demo-kiosk"},
     ) as websocket:
         await websocket.send(json.dumps({"type": "connection_init", "payload": {}}))
         await next_message(websocket)
         operation = await subscribe_to(websocket, STOCK_CHANGED, {"skus": [sku], "stores": [store]})
-        initial = (await next_message(websocket, operation))["payload"]["data"]["stockChanged"]
-        while initial["onHand"] != 50 and time.monotonic() < deadline:  # the ERP sync first
-            initial = (await next_message(websocket, operation))["payload"]["data"]["stockChanged"]
+        shelf = Shelf(websocket, operation, {})
+        await shelf.next()
+        deadline = time.monotonic() + WAIT_SECONDS
+        while shelf.shown["onHand"] != on_hand and time.monotonic() < deadline:  # the ERP sync
+            await shelf.next()
+        yield shelf
 
-        order = {
-            "idempotencyKey": uuid.uuid4().hex,
-            "lines": [{"sku": sku, "quantity": 2}],
-            "fulfillment": "CARRY_OUT",
-            "storeId": store,
-        }
-        async with httpx.AsyncClient(headers={"X-Api-Key": "demo-pos"}) as client:
-            placed = await client.post(
-                f"{seller}/graphql", json={"query": PLACE, "variables": {"input": order}}
-            )
-        update = (await next_message(websocket, operation))["payload"]["data"]["stockChanged"]
 
-    assert placed.json()["data"]["placeOrder"]["userErrors"] == []
+def _till_store(deployment: Deployment) -> str:
+    return next(loc.code for loc in deployment.truth.locations if "CARRY_OUT" in loc.capabilities)
+
+
+async def _sell(deployment: Deployment, url: str, sku: str, quantity: int) -> dict[str, Any]:
+    """A till sale of ``quantity`` units at the till store, through the instance at ``url``."""
+    order = {
+        "idempotencyKey": uuid.uuid4().hex,
+        "lines": [{"sku": sku, "quantity": quantity}],
+        "fulfillment": "CARRY_OUT",
+        "storeId": _till_store(deployment),
+    }
+    async with httpx.AsyncClient(headers={"X-Api-Key": "demo-pos"}, timeout=30) as client:
+        placed = await client.post(
+            f"{url}/graphql", json={"query": PLACE, "variables": {"input": order}}
+        )
+    result: dict[str, Any] = placed.json()["data"]["placeOrder"]
+    return result
+
+
+async def test_a_sale_on_one_instance_reaches_a_subscriber_on_the_other(
+    deployment: Deployment,
+) -> None:
+    deployment.fleet.ensure_running()
+    seller, watcher = deployment.fleet.urls
+    sku = _sku(deployment, 8)
+    async with _shelf(deployment, watcher, sku, 50) as shelf:
+        initial = shelf.shown
+        placed = await _sell(deployment, seller, sku, 2)
+        update = await shelf.next()
+
+    assert placed["userErrors"] == []
     assert initial["onHand"] == 50
     assert (update["available"], update["reserved"]) == (
         initial["available"] - 2,
@@ -386,39 +421,18 @@ async def test_a_subscriber_catches_up_on_what_other_instances_sold_while_redis_
     fleet, redis = deployment.fleet, deployment.redis
     fleet.ensure_running()
     seller, watcher = fleet.urls
-    store = next(loc.code for loc in deployment.truth.locations if "CARRY_OUT" in loc.capabilities)
     sku = _sku(deployment, 10)
-    async with httpx.AsyncClient() as client:
-        await book_stock(client, deployment.estate, {(store, sku): 40})
-    url = watcher.replace("http://", "ws://") + "/graphql"
-    async with connect(
-        url, subprotocols=["graphql-transport-ws"], additional_headers={"X-Api-Key": "demo-kiosk"}
-    ) as websocket:
-        await websocket.send(json.dumps({"type": "connection_init", "payload": {}}))
-        await next_message(websocket)
-        operation = await subscribe_to(websocket, STOCK_CHANGED, {"skus": [sku], "stores": [store]})
-        shown = (await next_message(websocket, operation))["payload"]["data"]["stockChanged"]
-        deadline = time.monotonic() + WAIT_SECONDS
-        while shown["onHand"] != 40 and time.monotonic() < deadline:
-            shown = (await next_message(websocket, operation))["payload"]["data"]["stockChanged"]
-
+    async with _shelf(deployment, watcher, sku, 40) as shelf:
+        shown = shelf.shown
         await asyncio.to_thread(redis.stop)
         try:
-            order = {
-                "idempotencyKey": uuid.uuid4().hex,
-                "lines": [{"sku": sku, "quantity": 3}],
-                "fulfillment": "CARRY_OUT",
-                "storeId": store,
-            }
-            async with httpx.AsyncClient(headers={"X-Api-Key": "demo-pos"}, timeout=30) as client:
-                placed = await client.post(
-                    f"{seller}/graphql", json={"query": PLACE, "variables": {"input": order}}
-                )
+            placed = await _sell(deployment, seller, sku, 3)
         finally:
             await asyncio.to_thread(redis.start)
-        caught_up = (await next_message(websocket, operation))["payload"]["data"]["stockChanged"]
+        caught_up = await shelf.next()
 
-    assert placed.json()["data"]["placeOrder"]["userErrors"] == []
+    assert placed["userErrors"] == []
+    assert shown["onHand"] == 40
     assert (caught_up["available"], caught_up["reserved"]) == (
         shown["available"] - 3,
         shown["reserved"] + 3,
