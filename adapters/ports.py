@@ -43,6 +43,19 @@ class BackendTimedOut(BackendUnavailable):
     """The system did not answer within the adapter's timeout. Retryable later."""
 
 
+class PartialAnswer(BackendUnavailable):
+    """A batch lookup of which only part was answered (some of the calls it was split into
+    failed): ``found`` holds what was answered, ``unanswered`` the keys that were not (as
+    opposed to keys the system does not know, which are simply absent from ``found``)."""
+
+    def __init__(
+        self, backend: str, detail: str, found: Mapping[str, object], unanswered: Sequence[str]
+    ) -> None:
+        super().__init__(backend, detail)
+        self.found = found
+        self.unanswered = tuple(unanswered)
+
+
 class BackendRejected(BackendError):
     """The system understood the request and refused it (4xx, SOAP fault, business rule).
     Retrying the same request will fail the same way. ``code`` is the system's reason, normalised

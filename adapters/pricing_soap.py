@@ -10,10 +10,9 @@ from __future__ import annotations
 import asyncio
 import functools
 import re
-from collections.abc import Awaitable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from decimal import Decimal
-from typing import TypeVar
 
 import httpx
 from lxml import etree
@@ -26,6 +25,7 @@ from adapters.ports import (
     Change,
     ChangeBatch,
     Money,
+    PartialAnswer,
     Price,
 )
 
@@ -40,7 +40,6 @@ MAX_CHANGE_ROWS = 1000
 # without having seen it.
 ATTEMPTS = 2
 
-T = TypeVar("T")
 _CALLER_FAULTS = frozenset({"Client", "VersionMismatch", "MustUnderstand"})
 _AMOUNT = re.compile(r"-?(\d{1,3}(\.\d{3})+|\d+)(,\d+)?")
 # Responses are parsed without entities, DTDs or network access, whatever they contain.
@@ -82,14 +81,36 @@ class SoapPricing:
 
     async def prices(self, skus: Sequence[str], store_id: str | None = None) -> Mapping[str, Price]:
         """Current prices in the zone of ``store_id`` (BASE when None); unknown SKUs absent.
-        An unknown store raises BackendRejected with code UNKNOWN_STORE."""
+        An unknown store raises BackendRejected with code UNKNOWN_STORE. When only some of the
+        calls of 50 fail, the others' prices come with the failure, as ``PartialAnswer``."""
         unique = list(dict.fromkeys(skus))
         chunks = [
             unique[start : start + MAX_ITEMS_PER_CALL]
             for start in range(0, len(unique), MAX_ITEMS_PER_CALL)
         ]
-        pages = await _all([self._price_chunk(chunk, store_id) for chunk in chunks])
-        return {price.sku: price for page in pages for price in page}
+        if len(chunks) == 1:
+            return {price.sku: price for price in await self._price_chunk(chunks[0], store_id)}
+        outcomes = await asyncio.gather(
+            *(self._price_chunk(chunk, store_id) for chunk in chunks), return_exceptions=True
+        )
+        found: dict[str, Price] = {}
+        unanswered: list[str] = []
+        failures: list[BackendUnavailable] = []
+        for chunk, outcome in zip(chunks, outcomes, strict=True):
+            if isinstance(outcome, BackendUnavailable):
+                failures.append(outcome)
+                unanswered.extend(chunk)
+            elif isinstance(outcome, BaseException):
+                raise outcome  # a refusal (an unknown store) holds for every chunk
+            else:
+                found.update((price.sku, price) for price in outcome)
+        if failures and len(failures) == len(chunks):
+            raise failures[0]
+        if failures:
+            raise PartialAnswer(
+                BACKEND, f"{len(failures)} of {len(chunks)} calls failed", found, unanswered
+            )
+        return found
 
     async def changes(self, since: str | None) -> ChangeBatch:
         """Journal entries after ``since`` (a sequence number; None: from the start), oldest
@@ -139,17 +160,6 @@ class SoapPricing:
                     continue
                 return _answer(operation, response)
         raise AssertionError("unreachable: the last attempt returns or raises")
-
-
-async def _all(calls: Sequence[Awaitable[T]]) -> list[T]:
-    """Await every call concurrently; on the first failure cancel the rest and raise it."""
-    tasks = [asyncio.ensure_future(call) for call in calls]
-    try:
-        return await asyncio.gather(*tasks)
-    except BaseException:
-        for task in tasks:
-            task.cancel()
-        raise
 
 
 # --------------------------------------------------------------------------- XML

@@ -7,10 +7,11 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Callable, Coroutine, Mapping
 from contextlib import AsyncExitStack, asynccontextmanager
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, TypeVar
 
 from sqlalchemy.ext.asyncio import AsyncEngine
 from starlette.applications import Starlette
@@ -53,7 +54,9 @@ from gateway.promotions import LoyaltyProgram
 from gateway.ratelimit import Rate, RateLimit, SharedBuckets
 from gateway.readmodel import reading
 from gateway.readmodel.feeds import Follower
+from gateway.readmodel.freshness import FeedFreshness
 from gateway.readmodel.responses import Provenance, ResponseCacheMiddleware
+from gateway.resilience import CallPolicy, Guard, GuardMetrics, RequestDeadline, guard
 from gateway.security import Channel, ChannelAuthMiddleware, ChannelKeys, CustomerTokens
 from gateway.sourcing import Policy
 from gateway.tiers import KnownTiers
@@ -62,6 +65,8 @@ from resolvers.schema import build_schema
 from resolvers.websocket import GatedTransportWS
 
 log = logging.getLogger("gateway")
+Port = TypeVar("Port")
+DEFAULT_CALL_TIMEOUT = 5.0  # seconds, for a backend given without its config (tests' fakes)
 NO_CHANNEL = Channel(name="none", scopes=frozenset())
 
 
@@ -93,7 +98,7 @@ def create_app(
             stack.push_async_callback(database.dispose)
             count_round_trips(database, metrics)
             raw = backends or await _build(config.backends, stack)
-            ports = _instrumented(raw, metrics)
+            ports = _guarded(_instrumented(raw, metrics), config, metrics)
             directory = LocationDirectory(ports.inventory)
             await _warm_up(directory)
             point = Money(config.loyalty.point_value, config.loyalty.currency)
@@ -111,8 +116,11 @@ def create_app(
             live = LiveHub(shared.bus, ledger, shared.reads.prices, config.subscriptions.max_lag)
             followers = reading.followers_for(config, shared, database, ledger, ports)
             await reading.catch_up(followers)
+            freshness = FeedFreshness(followers, shared.link, shared.namespace)
             metrics.registry.register(reading.ReadSideMetrics(shared, followers, live))
-            await _background(stack, config, database, ports, shared, live, followers)
+            await _background(
+                stack, config, database, ports, shared, live, followers, freshness.run
+            )
             runtime = Runtime(
                 ports,
                 directory,
@@ -130,6 +138,8 @@ def create_app(
                 live,
                 config.subscriptions,
                 sockets,
+                freshness,
+                config.resilience.stock_stale_after,
             )
             yield {
                 "runtime": runtime,
@@ -158,6 +168,7 @@ def create_app(
     ]
     keys, tokens = ChannelKeys(config.channels, security), CustomerTokens(config.auth)
     middleware = [
+        Middleware(RequestDeadline, seconds=config.resilience.request_deadline),
         Middleware(BodyLimit, max_bytes=security.max_body_bytes),
         Middleware(ChannelAuthMiddleware, keys=keys, tokens=tokens),
         Middleware(
@@ -233,11 +244,12 @@ async def _background(
     shared: reading.SharedReads,
     live: LiveHub,
     followers: list[Follower],
+    *others: Callable[[asyncio.Event], Coroutine[object, object, None]],
 ) -> None:
     """The change bus, the feeds' followers (the ERP's stock sync among them), the live
-    updates and the outbox worker, stopped (and awaited) when the app stops."""
+    updates, the outbox worker and ``others``, stopped (and awaited) when the app stops."""
     stop = asyncio.Event()
-    jobs = [shared.bus.run(stop), live.run(stop)]
+    jobs = [shared.bus.run(stop), live.run(stop), *(job(stop) for job in others)]
     jobs += [follower.run(stop) for follower in followers]
     if config.orders.outbox:
         worker = OutboxWorker(
@@ -320,6 +332,48 @@ async def _build(config: BackendsConfig | None, stack: AsyncExitStack) -> Backen
     except BackendError as exc:
         log.warning("the PIM's assortments could not be loaded at start: %s", exc)
     return backends
+
+
+def _guarded(backends: Backends, config: GatewayConfig, metrics: Metrics) -> Backends:
+    """``backends`` with each call under its backend's deadline, retries and breaker (the
+    promotions folder is read from disk: nothing to guard)."""
+    settings = config.resilience
+    timeouts: Mapping[str, float] = {}
+    if config.backends is not None:
+        timeouts = {
+            "pim": config.backends.pim.timeout,
+            "pricing": config.backends.pricing.timeout,
+            "erp": config.backends.erp.timeout,
+            "loyalty": config.backends.loyalty.timeout,
+            "oms": config.backends.oms.timeout,
+        }
+    counters = GuardMetrics(metrics.registry)
+
+    def policy(backend: str) -> CallPolicy:
+        return CallPolicy(
+            timeout=timeouts.get(backend, DEFAULT_CALL_TIMEOUT),
+            retries=settings.retries,
+            backoff=settings.backoff,
+            max_backoff=settings.max_backoff,
+            retry_ratio=settings.retry_ratio,
+            retry_floor=settings.retry_floor,
+            window=settings.window,
+            failure_ratio=settings.failure_ratio,
+            min_calls=settings.min_calls,
+            open_for=settings.open_for,
+        )
+
+    def guarded(port: Port, backend: str) -> Port:
+        return guard(port, Guard(backend, policy(backend), counters))
+
+    return replace(
+        backends,
+        catalogue=guarded(backends.catalogue, "pim"),
+        prices=guarded(backends.prices, "pricing"),
+        inventory=guarded(backends.inventory, "erp"),
+        loyalty=guarded(backends.loyalty, "loyalty"),
+        orders=guarded(backends.orders, "oms"),
+    )
 
 
 def _instrumented(backends: Backends, metrics: Metrics) -> Backends:

@@ -14,6 +14,7 @@ from datetime import datetime
 from typing import Protocol
 
 from adapters.ports import BackendError, PromotionRule, PromotionsPort
+from gateway.degraded import PriceGap
 from gateway.loaders import Loaders
 from gateway.promotions import (
     Basket,
@@ -106,6 +107,11 @@ class CartPricing:
         for (sku, quantity), product, price in zip(request.lines, products, prices, strict=True):
             if product is None or price is None:
                 problems.append(Problem(ProblemCode.UNKNOWN_SKU, f"{sku} is not sold", sku))
+                continue
+            if isinstance(price, PriceGap):
+                # A cart is what will be paid: never a last known price.
+                message = f"no current price for {sku}: {price.backend} cannot answer now"
+                problems.append(Problem(ProblemCode.PRICE_UNAVAILABLE, message, sku))
                 continue
             lines.append(
                 BasketLine(sku, quantity, price.current, product.categories, product.brand)

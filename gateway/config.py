@@ -185,6 +185,23 @@ class SubscriptionsConfig(_Strict):
     max_connections_per_key: int = Field(default=2000, ge=1)  # subscribed sockets per channel
 
 
+class ResilienceConfig(_Strict):
+    """Deadlines, retries and circuit breakers for the calls to the legacy systems (see
+    gateway/resilience.py); each backend's own ``timeout`` bounds one call to it."""
+
+    request_deadline: float = Field(default=10.0, gt=0)  # an HTTP request's backend calls, all told
+    retries: int = Field(default=2, ge=0)  # further attempts of a read
+    backoff: float = Field(default=0.05, ge=0)
+    max_backoff: float = Field(default=0.5, ge=0)
+    retry_ratio: float = Field(default=0.1, ge=0)  # retries at most this share of calls
+    retry_floor: float = Field(default=1.0, ge=0)  # plus this many per second
+    window: float = Field(default=10.0, gt=0)
+    failure_ratio: float = Field(default=0.8, gt=0, le=1)
+    min_calls: int = Field(default=20, ge=1)
+    open_for: float = Field(default=5.0, gt=0)
+    stock_stale_after: float = Field(default=5.0, gt=0)  # ERP stock older than this is flagged
+
+
 class GatewayConfig(_Strict):
     backends: BackendsConfig | None = None
     channels: dict[str, ChannelConfig] = Field(default_factory=dict)
@@ -195,6 +212,7 @@ class GatewayConfig(_Strict):
     read_model: ReadModelConfig = ReadModelConfig()
     subscriptions: SubscriptionsConfig = SubscriptionsConfig()
     security: SecurityConfig = SecurityConfig()
+    resilience: ResilienceConfig = ResilienceConfig()
 
 
 class Settings(BaseSettings):

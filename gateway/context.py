@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import strawberry
 from sqlalchemy.ext.asyncio import AsyncEngine
@@ -14,6 +14,7 @@ from adapters.ports import Money
 from gateway.backends import Backends
 from gateway.cart import CartPricing, PromotionRules
 from gateway.config import SubscriptionsConfig
+from gateway.degraded import Degradations
 from gateway.ledger import InventoryLedger
 from gateway.live import LiveHub, LiveSockets
 from gateway.loaders import Loaders
@@ -22,6 +23,7 @@ from gateway.metrics import Metrics
 from gateway.offers import PersonalOffers
 from gateway.orders.runtime import Orders
 from gateway.readmodel.bus import ChangeBus
+from gateway.readmodel.freshness import FeedFreshness
 from gateway.readmodel.model import ReadModel
 from gateway.readmodel.responses import Provenance, ResponseCache
 from gateway.security import Channel
@@ -47,6 +49,8 @@ class Runtime:
     live: LiveHub
     live_limits: SubscriptionsConfig
     sockets: LiveSockets
+    freshness: FeedFreshness
+    stock_stale_after: float  # seconds: ERP stock older than this is shown flagged stale
 
 
 @dataclass(slots=True)
@@ -67,6 +71,7 @@ class Context:
     runtime: Runtime
     loaders: Loaders
     provenance: Provenance
+    degraded: Degradations = field(default_factory=Degradations)
 
     @property
     def channel(self) -> Channel:

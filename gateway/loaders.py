@@ -12,11 +12,20 @@ from collections import defaultdict
 from collections.abc import Awaitable, Callable, Coroutine, Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
+from typing import cast
 
 from aiodataloader import DataLoader
 
-from adapters.ports import LoyaltyAccount, Price, Product
+from adapters.ports import (
+    BackendError,
+    BackendUnavailable,
+    LoyaltyAccount,
+    PartialAnswer,
+    Price,
+    Product,
+)
 from gateway.backends import Backends
+from gateway.degraded import PriceGap, Reason
 from gateway.ledger import InventoryLedger, Position
 from gateway.readmodel.model import ReadModel
 from gateway.readmodel.responses import Provenance
@@ -25,21 +34,25 @@ PriceKey = tuple[str, str | None]
 """(SKU, store id or None for the base price zone)."""
 
 PriceLookup = Callable[[Sequence[str], str | None], Awaitable[Mapping[str, Price]]]
+LastKnown = Callable[[Sequence[str], str | None], Mapping[str, Price]]
+PriceFound = Price | PriceGap | None
+"""A price; or why there is none now (with the last known one, for display); or None: the
+engine does not price that SKU."""
 
 
 @dataclass(frozen=True, slots=True)
 class Loaders:
     product_by_code: DataLoader[str, Product | None]
     product_by_sku: DataLoader[str, Product | None]
-    price_by_sku: DataLoader[PriceKey, Price | None]
-    current_price_by_sku: DataLoader[PriceKey, Price | None]
+    price_by_sku: DataLoader[PriceKey, PriceFound]
+    current_price_by_sku: DataLoader[PriceKey, PriceFound]
     position_by_sku: DataLoader[str, Sequence[Position]]
     account_by_customer: DataLoader[str, LoyaltyAccount | None]
     account_by_card: DataLoader[str, LoyaltyAccount | None]
 
     def for_orders(self) -> Loaders:
-        """These loaders with prices read from the pricing engine itself, never the read model:
-        an order is priced on the engine's current price."""
+        """These loaders with prices read from the pricing engine itself, never the read model,
+        and never a last known price: an order is priced on the engine's current price."""
         return replace(self, price_by_sku=self.current_price_by_sku)
 
 
@@ -76,7 +89,7 @@ def build_loaders(
     return Loaders(
         product_by_code=DataLoader(product_by_code),
         product_by_sku=DataLoader(product_by_sku),
-        price_by_sku=DataLoader(_prices(reads.prices, provenance)),
+        price_by_sku=DataLoader(_prices(reads.prices, provenance, reads.last_known)),
         current_price_by_sku=DataLoader(_prices(_read_now(backends), provenance)),
         position_by_sku=DataLoader(position_by_sku),
         account_by_customer=DataLoader(account_by_customer),
@@ -85,19 +98,48 @@ def build_loaders(
 
 
 def _prices(
-    lookup: PriceLookup, provenance: Provenance
-) -> Callable[[list[PriceKey]], Coroutine[object, object, list[Price | None]]]:
-    async def price_by_sku(keys: Sequence[PriceKey]) -> list[Price | None]:
-        by_store: dict[str | None, list[str]] = defaultdict(list)
+    lookup: PriceLookup, provenance: Provenance, last_known: LastKnown | None = None
+) -> Callable[[list[PriceKey]], Coroutine[object, object, list[PriceFound]]]:
+    """Prices by (SKU, store), one lookup per store. A SKU the engine could not answer for
+    (it failed, timed out, its breaker is open) gets a ``PriceGap``, with the last known price
+    when ``last_known`` is given; a refusal (an unknown store) fails the keys of that store."""
+
+    async def by_store(skus: list[str], store: str | None) -> Mapping[str, PriceFound]:
+        try:
+            return await lookup(skus, store)
+        except BackendUnavailable as exc:
+            found: dict[str, PriceFound] = {}
+            unanswered: Sequence[str] = skus
+            if isinstance(exc, PartialAnswer):
+                found.update(cast(Mapping[str, Price], exc.found))
+                unanswered = exc.unanswered
+            known = {} if last_known is None else last_known(unanswered, store)
+            reason, wait = Reason.of(exc), _retry_after(exc)
+            for sku in unanswered:
+                found[sku] = PriceGap(exc.backend, reason, known.get(sku), wait)
+            return found
+
+    async def price_by_sku(keys: Sequence[PriceKey]) -> list[PriceFound | BaseException]:
+        skus_by_store: dict[str | None, list[str]] = defaultdict(list)
         for sku, store in keys:
-            by_store[store].append(sku)
-        stores = list(by_store)
-        answers = await asyncio.gather(*(lookup(by_store[store], store) for store in stores))
+            skus_by_store[store].append(sku)
+        stores = list(skus_by_store)
+        answers = await asyncio.gather(
+            *(by_store(skus_by_store[store], store) for store in stores), return_exceptions=True
+        )
         found = dict(zip(stores, answers, strict=True))
         provenance.tag("price:", (sku for sku, _ in keys))
-        return [found[store].get(sku) for sku, store in keys]
+        return [
+            store_answer if isinstance(store_answer, BaseException) else store_answer.get(sku)
+            for sku, store in keys
+            for store_answer in (found[store],)
+        ]
 
-    return price_by_sku
+    return price_by_sku  # type: ignore[return-value]
+
+
+def _retry_after(error: BackendError) -> float | None:
+    return getattr(error, "retry_after", None)
 
 
 def _read_now(backends: Backends) -> PriceLookup:

@@ -9,7 +9,6 @@ legacy system is counted and timed under the method's name, without the port kno
 from __future__ import annotations
 
 import functools
-import inspect
 import time
 from collections.abc import Awaitable, Callable
 from typing import Final, TypeVar, cast
@@ -22,6 +21,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from gateway.backends import WrappedPort
 from gateway.db import SQLITE_STATEMENTS_ONLY
 from gateway.security import is_operator, operator_only
 
@@ -126,30 +126,11 @@ class Metrics:
         return operation
 
 
-class InstrumentedPort:
-    """A stand-in for a port whose coroutine methods (except ``aclose``) are counted and timed.
-
-    The methods are set on the instance, so protocol checks, which look attributes up
-    statically on Python 3.12 and later, find them; anything else is read from the port.
-    """
+class InstrumentedPort(WrappedPort):
+    """A stand-in for a port whose coroutine methods (except ``aclose``) are counted and timed."""
 
     def __init__(self, port: object, backend: str, metrics: Metrics) -> None:
-        self._port = port
-        for name in dir(port):
-            if name.startswith("_"):
-                continue
-            attribute = getattr(port, name)
-            if name != "aclose" and inspect.iscoroutinefunction(attribute):
-                setattr(self, name, _timed(attribute, backend, name, metrics))
-            elif callable(attribute):
-                setattr(self, name, attribute)
-
-    def __getattr__(self, name: str) -> object:
-        # Only reached for what __init__ did not copy: the port's plain attributes.
-        return getattr(self._port, name)
-
-    def __repr__(self) -> str:
-        return f"InstrumentedPort({self._port!r})"
+        super().__init__(port, lambda name, method: _timed(method, backend, name, metrics))
 
 
 def instrument(port: Port, backend: str, metrics: Metrics) -> Port:

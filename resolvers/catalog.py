@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from datetime import datetime
-from typing import cast
+from typing import Annotated, cast
 
 import strawberry
 from strawberry import relay
@@ -27,6 +27,7 @@ from gateway.availability import (
     total_available,
 )
 from gateway.context import Info
+from gateway.degraded import PriceGap, Reason
 from gateway.promotions import BasketLine
 from resolvers.cart import VariantPromotion
 from resolvers.common import (
@@ -42,6 +43,7 @@ from resolvers.prefetch import now_or_later, prefetch_page
 from resolvers.stores import StoreType
 
 CURSOR_PREFIX = "offset"
+ERP_FEED = "erp"
 
 
 @strawberry.type(name="Attribute")
@@ -66,9 +68,14 @@ class PriceType:
         description="When the pricing engine says this price took effect."
     )
     zone: str = strawberry.field(description="The price zone the price was taken from.")
+    stale: bool = strawberry.field(
+        description="True when the pricing engine cannot answer now and this is the last price "
+        "the gateway had (`asOf` says how old): for display only, never charged; a cart or "
+        "an order asks the engine itself. The answer's `errors` then name the pricing engine."
+    )
 
     @classmethod
-    def from_domain(cls, price: Price) -> PriceType:
+    def from_domain(cls, price: Price, *, stale: bool = False) -> PriceType:
         compare_at = None if price.compare_at is None else MoneyType.from_domain(price.compare_at)
         return cls(
             current=MoneyType.from_domain(price.current),
@@ -76,13 +83,56 @@ class PriceType:
             as_of=price.read_at or price.as_of,
             valid_from=price.as_of,
             zone=price.zone,
+            stale=stale,
         )
+
+
+UnavailableReason = strawberry.enum(
+    Reason,
+    name="UnavailableReason",
+    description="Why a backend's value is missing from an answer.",
+)
+
+
+@strawberry.type(
+    name="PriceUnavailable",
+    description="No current price: the pricing engine cannot answer now.",
+)
+class PriceUnavailableType:
+    reason: UnavailableReason  # type: ignore[valid-type]
+    backend: str
+    last_known: PriceType | None = strawberry.field(
+        description="The last price the gateway had, flagged `stale`: for display only."
+    )
+    retry_after_seconds: float | None = strawberry.field(
+        description="When the gateway will ask the engine again, if it knows."
+    )
+
+    @classmethod
+    def from_domain(cls, gap: PriceGap) -> PriceUnavailableType:
+        last = gap.last_known
+        return cls(
+            reason=gap.reason,
+            backend=gap.backend,
+            last_known=None if last is None else PriceType.from_domain(last, stale=True),
+            retry_after_seconds=None if gap.retry_after is None else round(gap.retry_after, 3),
+        )
+
+
+PriceResult = Annotated[
+    PriceType | PriceUnavailableType,
+    strawberry.union("PriceResult", description="A current price, or why there is none."),
+]
 
 
 @strawberry.type
 class PriceRange:
     min: MoneyType
     max: MoneyType
+    stale: bool = strawberry.field(
+        description="True when some variant's price is a last known one or is missing (see "
+        "`Price.stale`): the range is for display only."
+    )
 
 
 @strawberry.type(name="StoreStock")
@@ -95,9 +145,16 @@ class StoreStockType:
     as_of: datetime | None = strawberry.field(
         description="When these numbers were read from the gateway's inventory ledger."
     )
+    stale: bool = strawberry.field(
+        description="True when the ERP's stock changes have not reached the gateway lately "
+        "(its feed is late or down): these are the last numbers it had. The answer's `errors` "
+        "then say how old."
+    )
 
     @classmethod
-    def from_domain(cls, stock: LocationStock, as_of: datetime | None) -> StoreStockType:
+    def from_domain(
+        cls, stock: LocationStock, as_of: datetime | None, *, stale: bool = False
+    ) -> StoreStockType:
         distance = None if stock.distance_km is None else round(stock.distance_km, 3)
         return cls(
             store=StoreType.from_domain(stock.location, distance),
@@ -106,6 +163,7 @@ class StoreStockType:
             reserved=stock.reserved,
             distance_km=distance,
             as_of=as_of,
+            stale=stale,
         )
 
 
@@ -119,13 +177,26 @@ async def _store(info: Info, store_id: strawberry.ID | None) -> str | None:
     return None if store_id is None else (await _store_codes(info, [store_id]))[0]
 
 
-async def _prices(info: Info, skus: Sequence[str], store_id: strawberry.ID | None) -> list[Price]:
+async def _prices(
+    info: Info, skus: Sequence[str], store_id: strawberry.ID | None
+) -> list[Price | PriceGap]:
+    """A price, or why there is none now, for each SKU in ``store_id``'s zone."""
     store = await _store(info, store_id)
     prices = await info.context.loaders.price_by_sku.load_many([(sku, store) for sku in skus])
     missing = [sku for sku, price in zip(skus, prices, strict=True) if price is None]
     if missing:
         raise user_error(f"no price for {', '.join(missing)}", code="PRICE_NOT_FOUND")
     return [price for price in prices if price is not None]
+
+
+def _shown(info: Info, price: Price | PriceGap) -> Price | None:
+    """The price to show: the current one, else the last known (noted as stale), else None
+    (noted as missing)."""
+    if not isinstance(price, PriceGap):
+        return price
+    stale = price.last_known is not None
+    info.context.degraded.note(price.backend, price.reason, info.path.as_list(), stale=stale)
+    return price.last_known
 
 
 @strawberry.type(name="Variant", description="A sellable item (SKU) of a product.")
@@ -151,15 +222,30 @@ class VariantType(relay.Node):
             raise user_error(f"product of {self.sku} not found", code="NOT_FOUND")
         return ProductType.from_domain(product)
 
-    @strawberry.field(description="The selling price, in the price zone of `storeId` if given.")
-    def price(self, info: Info, store_id: strawberry.ID | None = None) -> PriceType:
+    @strawberry.field(
+        description="The selling price, in the price zone of `storeId` if given. While the "
+        "pricing engine cannot answer: the last known price, flagged `stale`, or null when "
+        "there is none; `pricing` says why, and the answer's `errors` name the engine."
+    )
+    def price(self, info: Info, store_id: strawberry.ID | None = None) -> PriceType | None:
         if store_id is not None:
-            return cast(PriceType, self._price_in_store(info, store_id))
+            return cast(PriceType | None, self._price_in_store(info, store_id))
         found = info.context.loaders.price_by_sku.load((self.sku, None))
-        return now_or_later(found, lambda price: _price_type(self.sku, price))
+        return now_or_later(found, lambda price: _price_type(info, self.sku, price))
 
-    async def _price_in_store(self, info: Info, store_id: strawberry.ID) -> PriceType:
+    async def _price_in_store(self, info: Info, store_id: strawberry.ID) -> PriceType | None:
         (price,) = await _prices(info, [self.sku], store_id)
+        return _price_type(info, self.sku, price)
+
+    @strawberry.field(
+        description="The current price in `storeId`'s zone, or why there is none now "
+        "(with the last known price, for display)."
+    )
+    async def pricing(self, info: Info, store_id: strawberry.ID | None = None) -> PriceResult:
+        (price,) = await _prices(info, [self.sku], store_id)
+        if isinstance(price, PriceGap):
+            _shown(info, price)
+            return PriceUnavailableType.from_domain(price)
         return PriceType.from_domain(price)
 
     @strawberry.field(
@@ -173,8 +259,12 @@ class VariantType(relay.Node):
         product = await loaders.product_by_code.load(self.domain.product_code)
         if product is None:
             return []
-        (price,) = await _prices(info, [self.sku], store_id)
-        line = BasketLine(self.sku, 1, price.current, product.categories, product.brand)
+        (found,) = await _prices(info, [self.sku], store_id)
+        if isinstance(found, PriceGap):
+            # Promotions are worked out on the current price only.
+            info.context.degraded.note(found.backend, found.reason, info.path.as_list())
+            return []
+        line = BasketLine(self.sku, 1, found.current, product.categories, product.brand)
         cart = info.context.runtime.cart
         info.context.provenance.tags.add("promotions")
         offers = await cart.offers_for(line, info.context.customer_id, loaders)
@@ -219,7 +309,8 @@ class VariantType(relay.Node):
     ) -> list[StoreStockType]:
         found = stock_at_locations(levels, candidates, self.domain.ranged_at, first)
         as_of = info.context.provenance.stock_read_at
-        return [StoreStockType.from_domain(stock, as_of) for stock in found]
+        stale = _stock_is_stale(info)
+        return [StoreStockType.from_domain(stock, as_of, stale=stale) for stock in found]
 
     @strawberry.field(description="Units available to promise over every ranged location.")
     def total_available(self, info: Info) -> int:
@@ -270,10 +361,29 @@ def _known_candidates(
     return directory.fresh_near(point, radius_km, kind=LocationKind.STORE)
 
 
-def _price_type(sku: str, price: Price | None) -> PriceType:
+def _stock_is_stale(info: Info) -> bool:
+    """True (and noted) when the ERP's stock feed has not been read lately: the numbers are
+    the last the gateway had. Orders still reserve against them (the ledger is the gateway's
+    own), but a shelf display should say so."""
+    runtime = info.context.runtime
+    age = runtime.freshness.age(ERP_FEED)
+    if age is not None and age <= runtime.stock_stale_after:
+        return False
+    when = "never" if age is None else f"{age:.0f} s ago"
+    message = f"erp's stock changes were last read {when}: stock is flagged stale"
+    info.context.degraded.note(
+        "erp", Reason.BACKEND_STALE, info.path.as_list(), stale=True, message=message
+    )
+    return True
+
+
+def _price_type(info: Info, sku: str, price: Price | PriceGap | None) -> PriceType | None:
     if price is None:
         raise user_error(f"no price for {sku}", code="PRICE_NOT_FOUND")
-    return PriceType.from_domain(price)
+    shown = _shown(info, price)
+    if shown is None:
+        return None
+    return PriceType.from_domain(shown, stale=isinstance(price, PriceGap))
 
 
 def _variant(product: Product | None, sku: str) -> VariantType | None:
@@ -316,12 +426,15 @@ class ProductType(relay.Node):
         self, info: Info, store_id: strawberry.ID | None = None
     ) -> PriceRange | None:
         skus = [variant.sku for variant in self.domain.variants]
-        prices = await _prices(info, skus, store_id)
+        found = await _prices(info, skus, store_id)
+        prices = [price for price in (_shown(info, p) for p in found) if price is not None]
         if not prices:
             return None
         amounts = sorted((price.current for price in prices), key=lambda money: money.amount)
         return PriceRange(
-            min=MoneyType.from_domain(amounts[0]), max=MoneyType.from_domain(amounts[-1])
+            min=MoneyType.from_domain(amounts[0]),
+            max=MoneyType.from_domain(amounts[-1]),
+            stale=any(isinstance(price, PriceGap) for price in found),
         )
 
     @classmethod

@@ -7,8 +7,9 @@ from decimal import Decimal
 
 import strawberry
 
-from adapters.ports import LoyaltyAccount, LoyaltyEntry, Money
+from adapters.ports import BackendUnavailable, LoyaltyAccount, LoyaltyEntry, Money
 from gateway.context import Info
+from gateway.degraded import Reason
 from resolvers.common import MoneyType, check_first, user_error
 from resolvers.offers import PersonalOfferType
 from resolvers.orders import OrderType, customer_orders
@@ -45,17 +46,43 @@ class Loyalty:
         amount = (value.amount * Decimal(self.points)).quantize(value.minor_unit)
         return MoneyType.from_domain(Money(amount, value.currency))
 
-    @strawberry.field(description="Newest first.")
-    async def history(self, info: Info, first: int = 20) -> list[LoyaltyEntryType]:
+    @strawberry.field(
+        description="Newest first; null while the loyalty system cannot answer (the answer's "
+        "`errors` say so)."
+    )
+    async def history(self, info: Info, first: int = 20) -> list[LoyaltyEntryType] | None:
         loyalty = info.context.runtime.backends.loyalty
-        entries = await loyalty.history(self.customer_id, check_first(first))
+        try:
+            entries = await loyalty.history(self.customer_id, check_first(first))
+        except BackendUnavailable as exc:
+            info.context.degraded.note(exc.backend, Reason.of(exc), info.path.as_list())
+            return None
         return [LoyaltyEntryType.from_domain(entry) for entry in entries]
 
 
 @strawberry.type
 class Customer:
     id: str
-    loyalty: Loyalty
+    account: strawberry.Private[LoyaltyAccount | None]
+    unreachable: strawberry.Private[BackendUnavailable | None] = None
+
+    @strawberry.field(
+        description="Points and tier; null while the loyalty system cannot answer (the "
+        "answer's `errors` say so): the customer's orders and offers are still shown."
+    )
+    def loyalty(self, info: Info) -> Loyalty | None:
+        if self.account is None:
+            if self.unreachable is not None:
+                failure = self.unreachable
+                info.context.degraded.note(failure.backend, Reason.of(failure), info.path.as_list())
+            return None
+        account = self.account
+        return Loyalty(
+            points=account.points,
+            tier=account.tier,
+            card_number=account.card_number,
+            customer_id=account.customer_id,
+        )
 
     @strawberry.field(description="Newest first.")
     async def orders(self, info: Info, first: int = 20) -> list[OrderType]:
@@ -68,13 +95,7 @@ class Customer:
 
     @classmethod
     def from_domain(cls, account: LoyaltyAccount) -> Customer:
-        loyalty = Loyalty(
-            points=account.points,
-            tier=account.tier,
-            card_number=account.card_number,
-            customer_id=account.customer_id,
-        )
-        return cls(id=account.customer_id, loyalty=loyalty)
+        return cls(id=account.customer_id, account=account)
 
 
 @strawberry.type
@@ -84,7 +105,11 @@ class CustomerQuery:
         customer_id = info.context.customer_id
         if customer_id is None:
             return None
-        account = await info.context.loaders.account_by_customer.load(customer_id)
+        try:
+            account = await info.context.loaders.account_by_customer.load(customer_id)
+        except BackendUnavailable as exc:
+            # The token names the customer: their orders and offers are the gateway's own.
+            return Customer(id=customer_id, account=None, unreachable=exc)
         return None if account is None else Customer.from_domain(account)
 
     @strawberry.field(description="A customer by loyalty card number (tills and call centre).")

@@ -4,6 +4,7 @@ Errors raised on purpose (``GraphQLError`` with ``extensions.code``) and the par
 validator's errors reach the client as they are; every error gets a ``code``. A legacy system's
 failure becomes ``BACKEND_UNAVAILABLE`` (or ``BACKEND_REJECTED``) naming only the system; anything
 else becomes ``INTERNAL_SERVER_ERROR`` with no detail, and is logged with its traceback here.
+Fields that degraded instead of failing (``gateway.degraded``) add one entry per backend.
 """
 
 from __future__ import annotations
@@ -56,6 +57,10 @@ class PublicErrors(SchemaExtension):
         result = self.execution_context.result
         if result is not None and result.errors:
             result.errors = [public_error(error) for error in result.errors]
+        degraded = getattr(self.execution_context.context, "degraded", None)
+        if result is not None and degraded:
+            # One entry per backend that failed, naming the fields it left stale or empty.
+            result.errors = [*(result.errors or []), *degraded.errors()]
 
     def on_stream_result(self, result: StreamExecutionResult) -> Iterator[None]:
         """Each event of a subscription leaves the graph by the same rule."""

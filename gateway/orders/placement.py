@@ -93,11 +93,14 @@ class ErrorCode(enum.Enum):
     INSUFFICIENT_POINTS = "INSUFFICIENT_POINTS"
     CUSTOMER_REQUIRED = "CUSTOMER_REQUIRED"
     LOYALTY_UNAVAILABLE = "LOYALTY_UNAVAILABLE"
+    PRICE_UNAVAILABLE = "PRICE_UNAVAILABLE"
     IDEMPOTENCY_KEY_REUSED = "IDEMPOTENCY_KEY_REUSED"
     IN_PROGRESS = "IN_PROGRESS"
 
 
-RETRYABLE = frozenset({ErrorCode.IN_PROGRESS, ErrorCode.LOYALTY_UNAVAILABLE})
+RETRYABLE = frozenset(
+    {ErrorCode.IN_PROGRESS, ErrorCode.LOYALTY_UNAVAILABLE, ErrorCode.PRICE_UNAVAILABLE}
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -587,6 +590,10 @@ def _pricing_errors(priced: PricedBasket, request: OrderRequest) -> tuple[OrderE
     for problem in priced.problems:
         if problem.code is ProblemCode.UNKNOWN_SKU:
             errors.append(OrderError(ErrorCode.UNKNOWN_SKU, problem.message, "lines", problem.sku))
+        elif problem.code is ProblemCode.PRICE_UNAVAILABLE:
+            errors.append(
+                OrderError(ErrorCode.PRICE_UNAVAILABLE, problem.message, "lines", problem.sku)
+            )
         elif problem.code in COUPON_PROBLEMS:
             errors.append(OrderError(ErrorCode.INVALID_COUPON, problem.message, "couponCodes"))
         elif problem.code is ProblemCode.NOT_ENOUGH_POINTS:

@@ -68,6 +68,7 @@ class ProblemCode(enum.Enum):
     """Why part of a request could not be honoured. The basket is still priced."""
 
     UNKNOWN_SKU = "UNKNOWN_SKU"  # reported by callers that cannot price a SKU
+    PRICE_UNAVAILABLE = "PRICE_UNAVAILABLE"  # by callers whose pricing engine cannot answer now
     UNKNOWN_COUPON = "UNKNOWN_COUPON"
     EXPIRED_COUPON = "EXPIRED_COUPON"
     COUPON_NOT_YET_VALID = "COUPON_NOT_YET_VALID"

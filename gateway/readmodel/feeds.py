@@ -21,6 +21,7 @@ import asyncio
 import contextlib
 import itertools
 import logging
+import time
 import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -227,6 +228,7 @@ class Follower:
         self._cursor_known = False
         self.holding = lease is None
         self.failures = 0
+        self.read_at: float | None = None  # when this process last read the feed (epoch s)
 
     async def run(self, stop: asyncio.Event) -> None:
         while not stop.is_set():
@@ -241,15 +243,15 @@ class Follower:
         """One read, as holder or on its own; True when the feed has more to read now."""
         try:
             if self._lease is None:
-                return await self._follow(durable=True)
+                return self._read(await self._follow(durable=True))
             held = await self._lease.hold()
             if held and not self.holding:
                 self._cursor_known = False  # newly the holder: resume from the stored cursor
             self.holding = held
             if self.holding:
-                return await self._follow(durable=True)
+                return self._read(await self._follow(durable=True))
             if not self._bus.connected:
-                return await self._follow(durable=False)
+                return self._read(await self._follow(durable=False))
             self._cursor_known = False  # another instance holds it: read the stored one later
         except BackendError as exc:
             self.failures += 1
@@ -258,6 +260,10 @@ class Follower:
             self.failures += 1
             log.warning("feed %s: the database failed, trying again: %s", self.source.name, exc)
         return False
+
+    def _read(self, more: bool) -> bool:
+        self.read_at = time.time()
+        return more
 
     async def _follow(self, *, durable: bool) -> bool:
         # While it holds the feed without a break, the holder's own cursor is the stored one

@@ -19,12 +19,14 @@ import hashlib
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
-from typing import Generic, TypeVar
+from typing import Any, Generic, TypeVar, cast
 
 from pydantic import TypeAdapter
 
 from adapters.ports import (
+    BackendUnavailable,
     CataloguePort,
+    PartialAnswer,
     Price,
     PricesPort,
     Product,
@@ -41,6 +43,7 @@ V = TypeVar("V")
 BASE_ZONE = "BASE"
 EVERY_PRODUCT = ProductFilter()
 RULEBOOK = "rulebook"
+LAST_KNOWN_LIFETIME = 7 * 24 * 3600.0  # seconds a last known price may be shown, flagged
 
 
 @dataclass(frozen=True, slots=True)
@@ -104,10 +107,23 @@ class _Kind(Generic[V]):
         model.misses += len(missing)
         waiting = {key: self._inflight[key] for key in missing if key in self._inflight}
         mine = [key for key in missing if key not in waiting]
+        unanswered: list[str] = []
+        failure: BackendUnavailable | None = None
         if mine:
-            waiting.update(await self._load(mine, fetch))
+            try:
+                waiting.update(await self._load(mine, fetch))
+            except BackendUnavailable as exc:
+                unanswered, failure = mine, exc
         for key, future in waiting.items():
-            found[key] = await future
+            try:
+                found[key] = await future
+            except BackendUnavailable as exc:
+                unanswered.append(key)
+                failure = exc
+        if failure is not None:
+            if not found:
+                raise failure
+            raise PartialAnswer(failure.backend, failure.detail, found, unanswered) from failure
         return found
 
     async def _load(self, keys: list[str], fetch: Fetch[V]) -> dict[str, asyncio.Future[Entry[V]]]:
@@ -126,18 +142,23 @@ class _Kind(Generic[V]):
             rest = [key for key in keys if key not in from_redis]
             if rest:
                 model.fetches += 1
-                answers = await fetch(rest)
+                partial: PartialAnswer | None = None
+                try:
+                    answers = await fetch(rest)
+                except PartialAnswer as exc:
+                    partial, answers = exc, cast(Mapping[str, V], exc.found)
+                    unanswered = set(exc.unanswered)
+                    rest = [key for key in rest if key not in unanswered]
                 now = model.clock()
                 version = f"{self._feed}:{since}"
                 fresh = {key: Entry(answers.get(key), now, version) for key in rest}
                 for key, entry in fresh.items():
                     self._settle(key, entry, started, futures)
+                if partial is not None:
+                    _fail(futures, partial)
                 await self._publish(fresh, since)
         except BaseException as exc:
-            for future in futures.values():
-                if not future.done():
-                    future.set_exception(exc)
-                    future.add_done_callback(_observe)
+            _fail(futures, exc)
             raise
         finally:
             for key, future in futures.items():
@@ -196,7 +217,15 @@ class _Kind(Generic[V]):
         await shared.put_many(items, since, self._model.lifetimes.shared)
 
 
-def _observe(future: asyncio.Future[object]) -> None:
+def _fail(futures: Mapping[str, asyncio.Future[Entry[V]]], exc: BaseException) -> None:
+    """Fail every future not settled yet with ``exc`` (observed, so none goes unretrieved)."""
+    for future in futures.values():
+        if not future.done():
+            future.set_exception(exc)
+            future.add_done_callback(_observe)
+
+
+def _observe(future: asyncio.Future[Any]) -> None:
     if not future.cancelled():
         future.exception()
 
@@ -219,6 +248,7 @@ class ReadModel:
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
         *,
         holding: bool = True,
+        last_known_entries: int = 100_000,
     ) -> None:
         """``holding`` False: hold nothing, every lookup goes to the port (the read model off,
         for comparison and for diagnosing a backend)."""
@@ -235,6 +265,8 @@ class ReadModel:
         self._evicted: dict[str, int] = {}
         self._reset_epoch = 0
         self._zones: dict[str, str] = {}  # store id -> price zone, as the pricing engine said
+        # The last price read per SKU and zone, kept through evictions (display only).
+        self._last_prices = LocalLevel(last_known_entries)
         self.lookups = 0  # keys asked for
         self.misses = 0  # keys this process's level did not have
         self.fetches = 0  # batches asked of a port
@@ -301,22 +333,53 @@ class ReadModel:
         return ProductPage(items=items, offset=listing.offset, total=listing.total)
 
     async def prices(self, skus: Sequence[str], store_id: str | None = None) -> Mapping[str, Price]:
-        """Prices in the zone of ``store_id``, each with ``read_at`` set."""
+        """Prices in the zone of ``store_id``, each with ``read_at`` set. When the engine
+        answers only part, ``PartialAnswer`` carries the prices that were had (by SKU)."""
         zone = BASE_ZONE if store_id is None else self._zones.get(store_id)
         if zone is None or not self._holding:
             return await self._prices_learning_zone(skus, store_id)
 
-        async def fetch(keys: list[str]) -> dict[str, Price]:
-            found = await self._prices.prices([key.split("|", 1)[0] for key in keys], store_id)
+        async def fetch(keys: list[str]) -> Mapping[str, Price]:
+            try:
+                found = await self._prices.prices([key.split("|", 1)[0] for key in keys], store_id)
+            except PartialAnswer as partial:
+                raise PartialAnswer(
+                    partial.backend,
+                    partial.detail,
+                    {f"{sku}|{zone}": price for sku, price in partial.found.items()},
+                    [f"{sku}|{zone}" for sku in partial.unanswered],
+                ) from partial
             return {f"{sku}|{zone}": price for sku, price in found.items()}
 
         kind = self._base_prices if zone == BASE_ZONE else self._zone_prices
-        entries = await kind.get_many([f"{sku}|{zone}" for sku in skus], fetch)
-        return {
-            key.split("|", 1)[0]: replace(entry.value, read_at=entry.read_at)
-            for key, entry in entries.items()
-            if entry.value is not None
-        }
+        try:
+            entries = await kind.get_many([f"{sku}|{zone}" for sku in skus], fetch)
+        except PartialAnswer as partial:
+            had = self._remembered(cast(Mapping[str, Entry[Price]], partial.found))
+            unanswered = [key.split("|", 1)[0] for key in partial.unanswered]
+            raise PartialAnswer(partial.backend, partial.detail, had, unanswered) from partial
+        return self._remembered(entries)
+
+    def last_known(self, skus: Sequence[str], store_id: str | None = None) -> dict[str, Price]:
+        """The last price this process read for each SKU in ``store_id``'s zone, however old
+        and whatever has changed since: for display, flagged, while the engine cannot answer."""
+        zone = BASE_ZONE if store_id is None else self._zones.get(store_id)
+        if zone is None:
+            return {}
+        found: dict[str, Price] = {}
+        for sku in skus:
+            price = self._last_prices.get(f"{sku}|{zone}")
+            if isinstance(price, Price):
+                found[sku] = price
+        return found
+
+    def _remembered(self, entries: Mapping[str, Entry[Price]]) -> dict[str, Price]:
+        prices: dict[str, Price] = {}
+        for key, entry in entries.items():
+            if entry.value is not None:
+                price = prices[key.split("|", 1)[0]] = replace(entry.value, read_at=entry.read_at)
+                self._last_prices.put(key, price, LAST_KNOWN_LIFETIME)
+        return prices
 
     async def promotions(self) -> PromotionSet:
         """The rule book the promotions follower last shared, else the port's."""
@@ -343,12 +406,23 @@ class ReadModel:
     async def _prices_learning_zone(
         self, skus: Sequence[str], store_id: str | None
     ) -> Mapping[str, Price]:
-        found = await self._prices.prices(skus, store_id)
+        try:
+            found = await self._prices.prices(skus, store_id)
+        except PartialAnswer as partial:
+            had = self._learnt(cast(Mapping[str, Price], partial.found), store_id)
+            unanswered = partial.unanswered
+            raise PartialAnswer(partial.backend, partial.detail, had, unanswered) from partial
+        return self._learnt(found, store_id)
+
+    def _learnt(self, found: Mapping[str, Price], store_id: str | None) -> dict[str, Price]:
         now = self.clock()
-        for price in found.values():
+        prices: dict[str, Price] = {}
+        for sku, price in found.items():
             if store_id is not None:
                 self._zones[store_id] = price.zone
-        return {sku: replace(price, read_at=now) for sku, price in found.items()}
+            prices[sku] = replace(price, read_at=now)
+            self._last_prices.put(f"{sku}|{price.zone}", prices[sku], LAST_KNOWN_LIFETIME)
+        return prices
 
     # ----------------------------------------------------------------------- changes
 

@@ -192,7 +192,9 @@ def test_a_bad_argument_is_a_validation_error_with_a_code(
 ) -> None:
     errors = gateway.graphql(query).json()["errors"]
 
-    assert [error["extensions"]["code"] for error in errors] == [code]
+    # One error per field at fault (each variant's price names the unknown store).
+    assert errors
+    assert {error["extensions"]["code"] for error in errors} == {code}
 
 
 def test_a_backend_outage_is_reported_without_internals(
@@ -203,9 +205,21 @@ def test_a_backend_outage_is_reported_without_internals(
 
     body = gateway.graphql('{ product(sku: "100000010") { code variants { price { zone } } } }')
 
-    errors = body.json()["errors"]
-    assert {error["extensions"]["code"] for error in errors} == {"BACKEND_UNAVAILABLE"}
-    assert {error["message"] for error in errors} == {"pricing is unavailable"}
+    # The product is still there; nothing was read before, so no price can be shown, and one
+    # error names the engine and every field it left empty.
+    answer = body.json()
+    variants = answer["data"]["product"]["variants"]
+    assert answer["data"]["product"]["code"]
+    assert variants
+    assert all(variant["price"] is None for variant in variants)
+    (error,) = answer["errors"]
+    assert error["message"] == "pricing is unavailable"
+    assert error["extensions"]["code"] in {"BACKEND_UNAVAILABLE", "CIRCUIT_OPEN"}
+    assert error["extensions"]["backend"] == "pricing"
+    assert error["extensions"]["paths"] == [
+        ["product", "variants", index, "price"] for index in range(len(variants))
+    ]
+    assert error["extensions"]["stale"] == 0
     assert "Traceback" not in body.text
     assert "PricingService" not in body.text
 
