@@ -117,6 +117,9 @@ def create_app(
             followers = reading.followers_for(config, shared, database, ledger, ports)
             await reading.catch_up(followers)
             freshness = FeedFreshness(followers, shared.link, shared.namespace)
+            if shared.responses is not None:
+                stale_after = config.resilience.feed_stale_after
+                shared.responses.feed_is_late = lambda feed: freshness.is_late(feed, stale_after)
             metrics.registry.register(reading.ReadSideMetrics(shared, followers, live))
             await _background(
                 stack, config, database, ports, shared, live, followers, freshness.run
@@ -139,7 +142,7 @@ def create_app(
                 config.subscriptions,
                 sockets,
                 freshness,
-                config.resilience.stock_stale_after,
+                config.resilience.feed_stale_after,
             )
             yield {
                 "runtime": runtime,

@@ -199,7 +199,8 @@ class ResilienceConfig(_Strict):
     failure_ratio: float = Field(default=0.8, gt=0, le=1)
     min_calls: int = Field(default=20, ge=1)
     open_for: float = Field(default=5.0, gt=0)
-    stock_stale_after: float = Field(default=5.0, gt=0)  # ERP stock older than this is flagged
+    # A feed not read for this long (ERP stock; prices held by the read model) is flagged stale.
+    feed_stale_after: float = Field(default=5.0, gt=0)
 
 
 class GatewayConfig(_Strict):

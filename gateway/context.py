@@ -50,7 +50,7 @@ class Runtime:
     live_limits: SubscriptionsConfig
     sockets: LiveSockets
     freshness: FeedFreshness
-    stock_stale_after: float  # seconds: ERP stock older than this is shown flagged stale
+    feed_stale_after: float  # seconds: what a feed not read for this long feeds is stale
 
 
 @dataclass(slots=True)

@@ -44,6 +44,7 @@ from resolvers.stores import StoreType
 
 CURSOR_PREFIX = "offset"
 ERP_FEED = "erp"
+PRICE_FEED = "pricing"
 
 
 @strawberry.type(name="Attribute")
@@ -189,14 +190,31 @@ async def _prices(
     return [price for price in prices if price is not None]
 
 
-def _shown(info: Info, price: Price | PriceGap) -> Price | None:
-    """The price to show: the current one, else the last known (noted as stale), else None
-    (noted as missing)."""
+def _shown(info: Info, price: Price | PriceGap) -> tuple[Price | None, bool]:
+    """The price to show and whether it is stale: the current one (stale when the read model
+    holds it and the price feed is late), else the last known (stale), else None; what is
+    missing or stale is noted."""
     if not isinstance(price, PriceGap):
-        return price
+        held = info.context.runtime.reads.holding
+        return price, held and _feed_is_late(info, PRICE_FEED, "prices")
     stale = price.last_known is not None
     info.context.degraded.note(price.backend, price.reason, info.path.as_list(), stale=stale)
-    return price.last_known
+    return price.last_known, stale
+
+
+def _feed_is_late(info: Info, feed: str, what: str) -> bool:
+    """True (and noted) when ``feed`` has not been read lately: ``what`` it feeds may be out
+    of date."""
+    runtime = info.context.runtime
+    if not runtime.freshness.is_late(feed, runtime.feed_stale_after):
+        return False
+    age = runtime.freshness.age(feed)
+    when = "never" if age is None else f"{age:.0f} s ago"
+    message = f"{feed}'s changes were last read {when}: {what} are flagged stale"
+    info.context.degraded.note(
+        feed, Reason.BACKEND_STALE, info.path.as_list(), stale=True, message=message
+    )
+    return True
 
 
 @strawberry.type(name="Variant", description="A sellable item (SKU) of a product.")
@@ -243,10 +261,10 @@ class VariantType(relay.Node):
     )
     async def pricing(self, info: Info, store_id: strawberry.ID | None = None) -> PriceResult:
         (price,) = await _prices(info, [self.sku], store_id)
+        _, stale = _shown(info, price)
         if isinstance(price, PriceGap):
-            _shown(info, price)
             return PriceUnavailableType.from_domain(price)
-        return PriceType.from_domain(price)
+        return PriceType.from_domain(price, stale=stale)
 
     @strawberry.field(
         description="Promotions on this variant on its own (no coupon, no other items) for the "
@@ -309,7 +327,8 @@ class VariantType(relay.Node):
     ) -> list[StoreStockType]:
         found = stock_at_locations(levels, candidates, self.domain.ranged_at, first)
         as_of = info.context.provenance.stock_read_at
-        stale = _stock_is_stale(info)
+        # The ledger is the gateway's own, but its on-hand comes from the ERP's feed.
+        stale = _feed_is_late(info, ERP_FEED, "stock numbers")
         return [StoreStockType.from_domain(stock, as_of, stale=stale) for stock in found]
 
     @strawberry.field(description="Units available to promise over every ranged location.")
@@ -361,29 +380,11 @@ def _known_candidates(
     return directory.fresh_near(point, radius_km, kind=LocationKind.STORE)
 
 
-def _stock_is_stale(info: Info) -> bool:
-    """True (and noted) when the ERP's stock feed has not been read lately: the numbers are
-    the last the gateway had. Orders still reserve against them (the ledger is the gateway's
-    own), but a shelf display should say so."""
-    runtime = info.context.runtime
-    age = runtime.freshness.age(ERP_FEED)
-    if age is not None and age <= runtime.stock_stale_after:
-        return False
-    when = "never" if age is None else f"{age:.0f} s ago"
-    message = f"erp's stock changes were last read {when}: stock is flagged stale"
-    info.context.degraded.note(
-        "erp", Reason.BACKEND_STALE, info.path.as_list(), stale=True, message=message
-    )
-    return True
-
-
 def _price_type(info: Info, sku: str, price: Price | PriceGap | None) -> PriceType | None:
     if price is None:
         raise user_error(f"no price for {sku}", code="PRICE_NOT_FOUND")
-    shown = _shown(info, price)
-    if shown is None:
-        return None
-    return PriceType.from_domain(shown, stale=isinstance(price, PriceGap))
+    shown, stale = _shown(info, price)
+    return None if shown is None else PriceType.from_domain(shown, stale=stale)
 
 
 def _variant(product: Product | None, sku: str) -> VariantType | None:
@@ -427,14 +428,15 @@ class ProductType(relay.Node):
     ) -> PriceRange | None:
         skus = [variant.sku for variant in self.domain.variants]
         found = await _prices(info, skus, store_id)
-        prices = [price for price in (_shown(info, p) for p in found) if price is not None]
+        shown = [_shown(info, price) for price in found]
+        prices = [price for price, _ in shown if price is not None]
         if not prices:
             return None
         amounts = sorted((price.current for price in prices), key=lambda money: money.amount)
         return PriceRange(
             min=MoneyType.from_domain(amounts[0]),
             max=MoneyType.from_domain(amounts[-1]),
-            stale=any(isinstance(price, PriceGap) for price in found),
+            stale=any(stale or price is None for price, stale in shown),
         )
 
     @classmethod

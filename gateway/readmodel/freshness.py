@@ -39,6 +39,16 @@ class FeedFreshness:
         self._clock = clock
         self._shared: dict[str, float] = {}
 
+    def follows(self, feed: str) -> bool:
+        return feed in self._followers
+
+    def is_late(self, feed: str, after: float) -> bool:
+        """Has ``feed`` (one this gateway follows) gone unread for more than ``after`` s?"""
+        if not self.follows(feed):
+            return False
+        age = self.age(feed)
+        return age is None or age > after
+
     def age(self, feed: str) -> float | None:
         """Seconds since ``feed`` was last read well anywhere; None if never (or unknown)."""
         follower = self._followers.get(feed)

@@ -283,6 +283,11 @@ class ReadModel:
         )
         bus.listen(self.apply, self.cut_off)
 
+    @property
+    def holding(self) -> bool:
+        """False when the read model is off and every lookup goes to the port."""
+        return self._holding
+
     # ----------------------------------------------------------------------- lookups
 
     async def products(self, codes: Sequence[str]) -> Mapping[str, Product]:

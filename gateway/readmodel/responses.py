@@ -21,7 +21,7 @@ from __future__ import annotations
 import hashlib
 import time
 from collections import OrderedDict
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 
@@ -41,7 +41,13 @@ _TAG_KINDS: Mapping[str, tuple[str, ...]] = {
     "stock": ("stock:",),
     "promotions": ("promotions",),
 }
+# Answers with these tags are kept current by these feeds.
+_TAG_FEEDS: Mapping[str, str] = {"stock:": "erp", "price:": "pricing"}
 MAX_BODY = 256 * 1024  # a request body larger than this is not looked up
+
+
+def _any_tag(tags: Iterable[str], prefix: str) -> bool:
+    return any(tag.startswith(prefix) for tag in tags)
 
 
 @dataclass(slots=True)
@@ -63,6 +69,7 @@ class _Answer:
     tags: frozenset[str]
     stored: float
     expires: float
+    feeds: frozenset[str] = frozenset()  # the change feeds that keep it current
 
 
 class ResponseCache:
@@ -87,6 +94,8 @@ class ResponseCache:
         self._reset_epoch = 0
         self.hits = 0
         self.stores = 0
+        # Set once the feeds' followers exist: is a feed late (its values possibly stale)?
+        self.feed_is_late: Callable[[str], bool] = lambda feed: False
         bus.listen(self.apply, self.cut_off)
 
     def __len__(self) -> int:
@@ -96,7 +105,8 @@ class ResponseCache:
         answer = self._answers.get(key)
         if answer is None:
             return None
-        if answer.expires <= time.monotonic():
+        if answer.expires <= time.monotonic() or any(map(self.feed_is_late, answer.feeds)):
+            # Expired, or kept current by a feed that is late: made again, it says so.
             self._drop(key)
             return None
         self._answers.move_to_end(key)
@@ -120,7 +130,8 @@ class ResponseCache:
         now = time.monotonic()
         lifetime = self._ttl if not self._bus.shared or self._bus.connected else self._degraded_ttl
         self._drop(key)
-        self._answers[key] = _Answer(body, tuple(headers), tagged, now, now + lifetime)
+        feeds = frozenset(feed for prefix, feed in _TAG_FEEDS.items() if _any_tag(tagged, prefix))
+        self._answers[key] = _Answer(body, tuple(headers), tagged, now, now + lifetime, feeds)
         self._bytes += len(body)
         for tag in tagged:
             self._by_tag.setdefault(tag, set()).add(key)
