@@ -16,7 +16,8 @@ nothing of it. Each call to the backend:
   were not answered, and what was answered is kept.
 
 A refusal (``BackendRejected``) is an answer: it is neither retried nor counted against the
-backend's health. The breaker opens when, over its window, at least ``min_calls`` calls were made
+backend's health; nor is a ``PartialAnswer`` (what it missed is retried). The breaker opens
+when, over its window, at least ``min_calls`` calls were made
 and ``failure_ratio`` of them failed; after ``open_for`` seconds one probe is let through, and
 its success closes the breaker (its failure opens it again).
 """
@@ -348,8 +349,10 @@ class Guard:
         except TimeoutError as exc:
             self.breaker.record(False)
             raise BackendTimedOut(self.backend, f"no answer within {limit:.2f} s") from exc
-        except BackendRejected:
-            self.breaker.record(True)  # it answered
+        except (BackendRejected, PartialAnswer):
+            # It answered (refused, or answered part of a batch split into several calls):
+            # only a call that got nothing back counts against its health.
+            self.breaker.record(True)
             raise
         except BackendUnavailable:
             self.breaker.record(False)

@@ -65,7 +65,8 @@ class ShareableAnswers(SchemaExtension):
             context.provenance.shareable = _shareable(self.execution_context)
         yield  # a resolver of data that no feed follows sets shareable to False meanwhile
         result = self.execution_context.result
-        if isinstance(context, Context) and (result is None or result.errors):
+        if isinstance(context, Context) and (result is None or result.errors or context.degraded):
+            # A degraded answer (stale or missing values) is made again, not shared.
             context.provenance.shareable = False
 
 

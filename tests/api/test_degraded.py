@@ -256,3 +256,15 @@ def test_the_breaker_opens_in_an_outage_and_the_engine_is_no_longer_asked(
     assert reasons[-1] == "CIRCUIT_OPEN"
     assert fresh.metric("gateway_backend_circuit_open", backend="pricing") == 1
     assert fresh.metric("gateway_backend_short_circuited_total", backend="pricing") > 0
+
+
+def test_a_degraded_answer_is_never_served_from_the_response_cache(
+    fresh: ServedGateway, estate: RunningEstate, truth: DemoEstate
+) -> None:
+    _knobs(estate, "pricing", outage=True)
+    sku = truth.products[50].variants[0].sku
+
+    answers = [fresh.graphql(PRICE, {"sku": sku}) for _ in range(3)]
+
+    assert all(answer.headers.get("X-Cache") != "hit" for answer in answers)
+    assert all(answer.json()["errors"] for answer in answers)
