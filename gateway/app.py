@@ -207,7 +207,7 @@ def _orders(
         loyalty=ports.loyalty,
         promotions=shared.reads,
         coupons=CouponUsage(database, clock=_now),
-        keys=IdempotencyKeys(database),
+        keys=IdempotencyKeys(database, timedelta(seconds=config.placement_lease)),
         reader=reader,
         policy=policy,
         clock=_now,
