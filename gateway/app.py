@@ -44,7 +44,7 @@ from gateway.metrics import Metrics, count_round_trips, instrument, metrics_rout
 from gateway.offers import CouponUsage, PersonalOffers
 from gateway.orders.changes import OrderChanges
 from gateway.orders.delivery import handlers
-from gateway.orders.outbox import OutboxWorker
+from gateway.orders.outbox import OutboxWorker, purge_forever
 from gateway.orders.placement import OrderService
 from gateway.orders.runtime import Orders
 from gateway.orders.store import IdempotencyKeys, OrderReader
@@ -246,6 +246,9 @@ async def _background(
             batch=config.orders.outbox_batch,
         )
         jobs.append(worker.run(stop))
+    retention, every = config.orders.outbox_retention, config.orders.outbox_purge_interval
+    purge = purge_forever(database, timedelta(seconds=retention), timedelta(seconds=every), stop)
+    jobs.append(purge)
     tasks = [asyncio.create_task(job) for job in jobs]
 
     async def finish() -> None:
