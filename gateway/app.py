@@ -34,7 +34,7 @@ from gateway.cart import CartPricing, PromotionRules
 from gateway.config import BackendsConfig, GatewayConfig, OrdersConfig, Settings
 from gateway.context import Context, Identity, Runtime
 from gateway.db import create_engine, upgrade
-from gateway.health import Readiness, backend_urls, health_routes
+from gateway.health import Draining, Readiness, backend_urls, health_routes
 from gateway.ledger import InventoryLedger
 from gateway.limits import BodyLimit
 from gateway.live import LiveHub, LiveSockets
@@ -148,12 +148,13 @@ def create_app(
         connection_init_wait_timeout=timedelta(seconds=security.connection_init_timeout),
         allowed_origins=security.websocket_origins,
     )
+    draining = Draining()  # begun by gateway.serve on SIGTERM
     key = security.operator_key
     operator_key = None if key is None else key.get_secret_value()
     routes = [
         Route("/graphql", graphql, methods=["GET", "POST"]),
         WebSocketRoute("/graphql", graphql),
-        *health_routes(operator_key=operator_key),
+        *health_routes(operator_key=operator_key, draining=draining),
         metrics_route(metrics, operator_key=operator_key),
     ]
     keys, tokens = ChannelKeys(config.channels, security), CustomerTokens(config.auth)
@@ -176,6 +177,7 @@ def create_app(
     ]
     app = Starlette(routes=routes, middleware=middleware, lifespan=lifespan)
     app.state.live_sockets = sockets  # closed with 1001 first on shutdown (gateway.serve)
+    app.state.draining = draining
     return app
 
 

@@ -25,8 +25,10 @@ from gateway.db import create_engine, upgrade
 from gateway.orders.delivery import handlers
 from gateway.orders.outbox import (
     Backoff,
+    Delivered,
     MessageKind,
     NewMessage,
+    OutboxMessage,
     OutboxWorker,
     PointsMovement,
     enqueue,
@@ -800,3 +802,40 @@ async def test_delivered_messages_are_purged_once_past_retention_and_pending_one
     assert [(row["order_id"], row["delivered_at"]) for row in await outbox_rows(engine)] == [
         (pending, None)
     ]
+
+
+async def test_stopping_during_a_round_finishes_and_records_its_deliveries_first(
+    engine: AsyncEngine,
+    intake: RestOmsOrderIntake,
+    loyalty: RestLoyalty,
+    oms_url: str,
+    clock: Clock,
+    truth: DemoEstate,
+) -> None:
+    # given a worker whose hand-off is on its way to the OMS
+    order_id = await place_order(engine, truth)
+    submit = handlers(intake, loyalty, clock)[MessageKind.OMS_SUBMIT]
+    sending, go_on = asyncio.Event(), asyncio.Event()
+
+    async def slow_submit(message: OutboxMessage, engine: AsyncEngine) -> Delivered:
+        sending.set()
+        await go_on.wait()
+        return await submit(message, engine)
+
+    worker = OutboxWorker(engine, {MessageKind.OMS_SUBMIT: slow_submit}, clock=clock)
+    stop = asyncio.Event()
+    running = asyncio.create_task(worker.run(stop))
+
+    # when the process is told to stop while the delivery is under way, which then ends
+    async with asyncio.timeout(30):
+        await sending.wait()
+        stop.set()
+        go_on.set()
+        await running
+
+    # then the round ended with the delivery recorded: nothing is left to send again
+    assert (await order_row(engine, order_id))["status"] == "SUBMITTED"
+    assert await worker.pending() == 0
+    received = await oms_get(oms_url, f"/api/orders/{order_id}")
+    assert received is not None
+    assert received["submissions"] == 1
