@@ -230,6 +230,8 @@ async def retry_on_disconnect(
     statement, or a transaction that either committed or rolled back as a whole and whose
     commit ``before_retry`` looks for (a COMMIT cut off may have committed): its answer, when
     not None, stands for the operation's and nothing is run again."""
+    if attempts < 1:
+        raise ValueError("at least one attempt is needed")
     for attempt in range(1, attempts + 1):
         try:
             return await operation()
