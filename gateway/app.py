@@ -35,7 +35,7 @@ from gateway.cart import CartPricing, PromotionRules
 from gateway.config import BackendsConfig, GatewayConfig, OrdersConfig, Settings
 from gateway.context import Context, Identity, Runtime
 from gateway.db import create_engine, upgrade
-from gateway.health import Readiness, backend_urls, health_routes
+from gateway.health import Draining, Readiness, backend_urls, health_routes
 from gateway.ledger import InventoryLedger
 from gateway.limits import BodyLimit
 from gateway.live import LiveHub, LiveSockets
@@ -45,7 +45,7 @@ from gateway.metrics import Metrics, count_round_trips, instrument, metrics_rout
 from gateway.offers import CouponUsage, PersonalOffers
 from gateway.orders.changes import OrderChanges
 from gateway.orders.delivery import handlers
-from gateway.orders.outbox import OutboxWorker
+from gateway.orders.outbox import OutboxWorker, purge_forever
 from gateway.orders.placement import OrderService
 from gateway.orders.runtime import Orders
 from gateway.orders.store import IdempotencyKeys, OrderReader
@@ -161,12 +161,13 @@ def create_app(
         connection_init_wait_timeout=timedelta(seconds=security.connection_init_timeout),
         allowed_origins=security.websocket_origins,
     )
+    draining = Draining()  # begun by gateway.serve on SIGTERM
     key = security.operator_key
     operator_key = None if key is None else key.get_secret_value()
     routes = [
         Route("/graphql", graphql, methods=["GET", "POST"]),
         WebSocketRoute("/graphql", graphql),
-        *health_routes(operator_key=operator_key),
+        *health_routes(operator_key=operator_key, draining=draining),
         metrics_route(metrics, operator_key=operator_key),
     ]
     keys, tokens = ChannelKeys(config.channels, security), CustomerTokens(config.auth)
@@ -190,6 +191,7 @@ def create_app(
     ]
     app = Starlette(routes=routes, middleware=middleware, lifespan=lifespan)
     app.state.live_sockets = sockets  # closed with 1001 first on shutdown (gateway.serve)
+    app.state.draining = draining
     return app
 
 
@@ -221,7 +223,7 @@ def _orders(
         loyalty=ports.loyalty,
         promotions=shared.reads,
         coupons=CouponUsage(database, clock=_now),
-        keys=IdempotencyKeys(database),
+        keys=IdempotencyKeys(database, timedelta(seconds=config.placement_lease)),
         reader=reader,
         policy=policy,
         clock=_now,
@@ -261,6 +263,9 @@ async def _background(
             batch=config.orders.outbox_batch,
         )
         jobs.append(worker.run(stop))
+    retention, every = config.orders.outbox_retention, config.orders.outbox_purge_interval
+    purge = purge_forever(database, timedelta(seconds=retention), timedelta(seconds=every), stop)
+    jobs.append(purge)
     tasks = [asyncio.create_task(job) for job in jobs]
 
     async def finish() -> None:

@@ -154,6 +154,13 @@ class OrdersConfig(_Strict):
     delivery_radius_km: float = Field(default=25.0, gt=0)
     max_delivery_stores: int = Field(default=2, ge=1)
     pickup_alternatives: int = Field(default=3, ge=0)
+    # Seconds. A placement renews its idempotency key's lease while it runs; a key whose
+    # placement died is taken over by the next request with it within this.
+    placement_lease: float = Field(default=3.0, gt=0)
+    # Delivered outbox rows are kept this long (for an operator to look into), then purged
+    # by every process every ``outbox_purge_interval``.
+    outbox_retention: float = Field(default=7 * 24 * 3600.0, ge=0)
+    outbox_purge_interval: float = Field(default=60.0, gt=0)
 
 
 class ReadModelConfig(_Strict):
@@ -203,6 +210,16 @@ class ResilienceConfig(_Strict):
     feed_stale_after: float = Field(default=5.0, gt=0)
 
 
+class ShutdownConfig(_Strict):
+    """What happens on SIGTERM (seconds): ``/readyz`` answers 503 for ``drain`` while
+    requests are still served, so that load balancers stop sending any; then the listener
+    closes, requests in flight get up to ``grace`` to finish, and the background work (the
+    outbox round in progress) ends before the process exits. SIGINT skips the drain."""
+
+    drain: float = Field(default=5.0, ge=0)
+    grace: float = Field(default=30.0, gt=0)
+
+
 class GatewayConfig(_Strict):
     backends: BackendsConfig | None = None
     channels: dict[str, ChannelConfig] = Field(default_factory=dict)
@@ -214,6 +231,7 @@ class GatewayConfig(_Strict):
     subscriptions: SubscriptionsConfig = SubscriptionsConfig()
     security: SecurityConfig = SecurityConfig()
     resilience: ResilienceConfig = ResilienceConfig()
+    shutdown: ShutdownConfig = ShutdownConfig()
 
 
 class Settings(BaseSettings):

@@ -7,9 +7,13 @@ embedded default. The schema is owned by the Alembic revisions in ``gateway/migr
 
 from __future__ import annotations
 
+import functools
+import logging
+from collections.abc import Awaitable, Callable, Coroutine
 from datetime import UTC, datetime
 from decimal import Decimal
 from pathlib import Path
+from typing import ParamSpec, TypeVar
 
 from alembic import command
 from alembic.config import Config
@@ -37,9 +41,14 @@ from sqlalchemy import (
 )
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine.interfaces import DBAPIConnection
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 from sqlalchemy.pool import ConnectionPoolEntry, NullPool
 from sqlalchemy.types import TypeDecorator, TypeEngine
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+P = ParamSpec("P")
 
 MIGRATIONS = Path(__file__).parent / "migrations"
 
@@ -188,8 +197,10 @@ def create_engine(url: str, *, connections: int = DEFAULT_CONNECTIONS) -> AsyncE
     trips): a connection that broke meanwhile (the server restarted, an idle connection was
     cut) fails the one statement that finds out, SQLAlchemy recognises the disconnect and
     discards that connection and every pooled one opened before it, and the next statement runs
-    on a new connection. The request that met the broken connection fails; a retry succeeds.
-    Connections are also replaced after ``POOL_RECYCLE`` seconds.
+    on a new connection. The statement that met the broken connection fails; the callers run
+    their reads and the idempotent steps of an order through ``retry_on_disconnect``, so that
+    one failure is retried on a new connection instead of reaching a client, and nobody pays
+    for a ping on every checkout. Connections are also replaced after ``POOL_RECYCLE`` seconds.
 
     On SQLite every transaction takes the write lock when it begins (``BEGIN IMMEDIATE``), so
     concurrent read-then-write transactions queue for up to ``SQLITE_BUSY_TIMEOUT`` instead of
@@ -197,6 +208,55 @@ def create_engine(url: str, *, connections: int = DEFAULT_CONNECTIONS) -> AsyncE
     if connections < 1:
         raise ValueError("an engine needs at least one connection")
     return _engine(url, connections=connections)
+
+
+def is_disconnect(error: BaseException) -> bool:
+    """True when ``error`` is SQLAlchemy's report of a connection that broke (the server
+    restarted, its backend was terminated, the network cut it): the dialect recognised the
+    disconnect and invalidated the connection and the pool's older ones, so the same work on a
+    connection taken now runs on a new one."""
+    return isinstance(error, DBAPIError) and error.connection_invalidated
+
+
+async def retry_on_disconnect(
+    operation: Callable[[], Awaitable[T]],
+    *,
+    attempts: int = 2,
+    before_retry: Callable[[], Awaitable[T | None]] | None = None,
+) -> T:
+    """Run ``operation`` (which takes its own connection), again when it fails on a broken
+    connection, ``attempts`` times at most (the default: one retry); any other error, or the
+    last disconnect, is raised. Only for work that may run twice: a read, a single idempotent
+    statement, or a transaction that either committed or rolled back as a whole and whose
+    commit ``before_retry`` looks for (a COMMIT cut off may have committed): its answer, when
+    not None, stands for the operation's and nothing is run again."""
+    if attempts < 1:
+        raise ValueError("at least one attempt is needed")
+    for attempt in range(1, attempts + 1):
+        try:
+            return await operation()
+        except DBAPIError as exc:
+            if attempt == attempts or not is_disconnect(exc):
+                raise
+            log.warning("database connection lost (%s); trying once more", exc.orig)
+        if before_retry is not None:
+            done = await before_retry()
+            if done is not None:
+                return done
+    raise AssertionError("unreachable")  # pragma: no cover
+
+
+def retried_on_disconnect(
+    function: Callable[P, Awaitable[T]],
+) -> Callable[P, Coroutine[object, None, T]]:
+    """``function`` run through ``retry_on_disconnect``: for reads and idempotent statements
+    that take their own connection."""
+
+    @functools.wraps(function)
+    async def retried(*args: P.args, **kwargs: P.kwargs) -> T:
+        return await retry_on_disconnect(lambda: function(*args, **kwargs))
+
+    return retried
 
 
 def autocommit(engine: AsyncEngine) -> AsyncEngine:
@@ -222,6 +282,7 @@ def upsert_into(dialect: Dialect, table: Table) -> postgresql.Insert | sqlite.In
     raise ValueError(f"the gateway's database is PostgreSQL or SQLite, not {dialect.name}")
 
 
+@retried_on_disconnect
 async def read_state(engine: AsyncEngine, name: str) -> str | None:
     """The ``ledger_state`` value stored under ``name`` (a feed's cursor), or None."""
     query = select(ledger_state.c.value).where(ledger_state.c.name == name)

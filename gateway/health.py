@@ -1,6 +1,8 @@
 """Liveness (``/healthz``) and readiness (``/readyz``) for load balancers and orchestrators.
 
-Liveness says only that the process serves. Readiness probes every backend with a cheap real
+Liveness says only that the process serves. Readiness is 503 ``draining`` from the moment the
+process is told to stop (``Draining``), before it stops accepting: load balancers take it out
+while it still answers what they send meanwhile. Readiness probes every backend with a cheap real
 call of its port, all at once and each under a short timeout. The gateway is not ready while a
 backend that every read needs (PIM, pricing, promotions, ERP) is down; it is ``degraded`` while
 only loyalty or the OMS is down, since reads still work and orders queue in the outbox. Anyone
@@ -141,6 +143,16 @@ class Readiness:
         return BackendStatus(name, self._urls.get(name), latency_ms, error)
 
 
+class Draining:
+    """Whether the process is shutting down: set once, by the server on SIGTERM."""
+
+    def __init__(self) -> None:
+        self.active = False
+
+    def begin(self) -> None:
+        self.active = True
+
+
 def backend_urls(config: BackendsConfig) -> dict[str, str]:
     """The address of each backend as ``/readyz`` shows it, with any password removed."""
     return {
@@ -169,14 +181,21 @@ async def liveness(request: Request) -> JSONResponse:
 
 
 def readiness_endpoint(
-    readiness: Readiness | None = None, operator_key: str | None = None
+    readiness: Readiness | None = None,
+    operator_key: str | None = None,
+    draining: Draining | None = None,
 ) -> Callable[[Request], Awaitable[JSONResponse]]:
     """A Starlette endpoint answering a readiness report: 503 while unavailable. Only the
     status is shown, unless the request carries ``operator_key`` (see ``is_operator``): then
     every backend's probe is, with its address and error. Without ``readiness`` it uses the one
-    the app's lifespan yielded in its state as ``readiness``."""
+    the app's lifespan yielded in its state as ``readiness``. While ``draining``, 503
+    ``{"status": "draining"}`` without probing anything."""
 
     async def endpoint(request: Request) -> JSONResponse:
+        if draining is not None and draining.active:
+            return JSONResponse(
+                {"status": "draining"}, status_code=503, headers={"Cache-Control": "no-store"}
+            )
         report = await (readiness or _from_state(request)).check()
         detailed = is_operator(request.headers, operator_key)
         return JSONResponse(
@@ -189,12 +208,15 @@ def readiness_endpoint(
 
 
 def health_routes(
-    readiness: Readiness | None = None, operator_key: str | None = None
+    readiness: Readiness | None = None,
+    operator_key: str | None = None,
+    draining: Draining | None = None,
 ) -> list[Route]:
     """``GET /healthz`` and ``GET /readyz`` (see ``readiness_endpoint``)."""
+    ready = readiness_endpoint(readiness, operator_key, draining)
     return [
         Route("/healthz", liveness, methods=["GET"]),
-        Route("/readyz", readiness_endpoint(readiness, operator_key), methods=["GET"]),
+        Route("/readyz", ready, methods=["GET"]),
     ]
 
 

@@ -29,6 +29,7 @@ from gateway.db import (
     inventory_positions,
     move_state,
     read_state,
+    retried_on_disconnect,
     upsert_into,
 )
 
@@ -168,6 +169,7 @@ class InventoryLedger:
         self._clock = clock
         self._safety_applied: dict[str, int] | None = None
 
+    @retried_on_disconnect
     async def positions(self, skus: Sequence[str]) -> dict[str, list[Position]]:
         """Every location's position for each SKU, locations in id order. SKUs without any
         position are absent. One query per ``SKUS_PER_QUERY`` distinct SKUs."""

@@ -26,7 +26,7 @@ from adapters.ports import (
     PromotionTarget,
     ValueType,
 )
-from gateway.db import coupon_uses, personal_offers
+from gateway.db import coupon_uses, personal_offers, retried_on_disconnect
 
 # Like the promotions tool's personal offers: after the broad campaigns, in their own group so
 # that they stack with them instead of competing.
@@ -154,6 +154,7 @@ class PersonalOffers:
             )
             return _offer(result.one())
 
+    @retried_on_disconnect
     async def active_for(self, customer_id: str, now: datetime) -> list[PersonalOffer]:
         """The customer's offers valid at ``now`` and not revoked by then, oldest first."""
         table = personal_offers
@@ -318,12 +319,16 @@ class CouponUsage:
     ) -> CouponUses:
         """The uses of ``code`` so far; ``by_customer`` is 0 without a customer."""
         if connection is None:
-            async with self._engine.connect() as own:
-                return await _count(own, code, customer_id)
+            return await self._uses_alone(code, customer_id)
         if connection.dialect.name == "postgresql":
             lock = func.pg_advisory_xact_lock(COUPON_LOCK_CLASS, func.hashtext(code))
             await connection.execute(select(lock))
         return await _count(connection, code, customer_id)
+
+    @retried_on_disconnect
+    async def _uses_alone(self, code: str, customer_id: str | None) -> CouponUses:
+        async with self._engine.connect() as own:
+            return await _count(own, code, customer_id)
 
     async def record(
         self, code: str, customer_id: str | None, order_id: str, connection: AsyncConnection

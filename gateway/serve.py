@@ -6,10 +6,14 @@ import contextlib
 import difflib
 import gc
 import logging
+import math
+import signal
 import socket
+import time
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
+from types import FrameType
 from typing import TYPE_CHECKING
 
 import uvicorn
@@ -26,6 +30,7 @@ from gateway.config import (
     PromotionsBackend,
     Settings,
 )
+from gateway.health import Draining
 from gateway.live import LiveSockets
 
 if TYPE_CHECKING:
@@ -50,22 +55,62 @@ def serve(
         app = create_app(settings, config)
         _tune_garbage_collection()
         print(f"gateway     http://{settings.host}:{settings.port}/graphql", flush=True)
-        server = uvicorn.Config(app, host=settings.host, port=settings.port, log_level="warning")
+        shutdown = config.shutdown
+        server = uvicorn.Config(
+            app,
+            host=settings.host,
+            port=settings.port,
+            log_level="warning",
+            timeout_graceful_shutdown=max(1, math.ceil(shutdown.grace)),
+        )
         # uvicorn re-raises Ctrl-C once it has shut down gracefully; that is the normal way out.
         with contextlib.suppress(KeyboardInterrupt):
-            GatewayServer(server).run()
+            GatewayServer(server, drain=shutdown.drain).run()
     return 0
 
 
 class GatewayServer(uvicorn.Server):
-    """uvicorn's server, closing the subscriptions' sockets with 1001 (going away) before its
-    own shutdown fails every connection with 1012: devices reconnect elsewhere at once."""
+    """uvicorn's server, draining first on SIGTERM, and closing the subscriptions' sockets with
+    1001 (going away) before its own shutdown fails every connection with 1012: devices
+    reconnect elsewhere at once.
+
+    On SIGTERM ``/readyz`` answers 503 for ``drain`` seconds while everything else is still
+    served, so that a load balancer stops sending requests here; then uvicorn's shutdown closes
+    the listener, lets the requests in flight finish (``timeout_graceful_shutdown``) and runs the
+    lifespan's shutdown, where the outbox ends the round it is delivering. SIGINT (Ctrl-C), or a
+    second SIGTERM, skips what is left of the drain."""
+
+    def __init__(self, config: uvicorn.Config, drain: float = 0.0) -> None:
+        super().__init__(config)
+        self._drain = drain
+        self._drain_until: float | None = None
+
+    def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+        draining = _state(self.config.app, "draining")
+        if sig == signal.SIGTERM and self._drain_until is None and self._drain > 0:
+            if isinstance(draining, Draining):
+                draining.begin()
+            self._drain_until = time.monotonic() + self._drain
+            self._captured_signals.append(sig)  # re-raised once shut down, as uvicorn does
+            return
+        if isinstance(draining, Draining):
+            draining.begin()
+        super().handle_exit(sig, frame)
+
+    async def on_tick(self, counter: int) -> bool:
+        if self._drain_until is not None and time.monotonic() >= self._drain_until:
+            self.should_exit = True
+        return await super().on_tick(counter)
 
     async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
-        live = getattr(getattr(self.config.app, "state", None), "live_sockets", None)
+        live = _state(self.config.app, "live_sockets")
         if isinstance(live, LiveSockets):
             await live.close_all()
         await super().shutdown(sockets)
+
+
+def _state(app: object, name: str) -> object:
+    return getattr(getattr(app, "state", None), name, None)
 
 
 def _tune_garbage_collection() -> None:

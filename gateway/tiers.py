@@ -14,7 +14,7 @@ from datetime import datetime, timedelta
 from sqlalchemy import Column, String, Table, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from gateway.db import UtcDateTime, metadata, upsert_into
+from gateway.db import UtcDateTime, metadata, retried_on_disconnect, upsert_into
 
 # A tier confirmed again after this long is written again, so that its age stays honest.
 REFRESH_AFTER = timedelta(hours=1)
@@ -76,6 +76,7 @@ class KnownTiers:
             if not stored and self._written.get(customer_id) == entry:
                 del self._written[customer_id]
 
+    @retried_on_disconnect
     async def recall(self, customer_id: str) -> RecalledTier | None:
         """The tier last confirmed for ``customer_id`` by any process; None if never."""
         query = select(loyalty_tiers.c.tier, loyalty_tiers.c.confirmed_at).where(

@@ -83,6 +83,15 @@ async def submit_order(
     """Hand the message's order to the OMS. Its effect records the OMS number and moves an
     ACCEPTED order to SUBMITTED; an order cancelled meanwhile stays CANCELLED but still gets the
     number, so that the cancellation can name it to the OMS."""
+    if message.unrecorded:
+        # Sent before by a worker that died before recording the answer: send again only
+        # what the OMS does not have.
+        known = await intake.receipts([message.order_id])
+        if message.order_id in known:
+            log.info("order %s: the OMS had it already", message.order_id)
+            return Delivered(
+                effect=_receipt_recorder(message.order_id, known[message.order_id], clock)
+            )
     submission = carried_submission(message.order_id, message.payload)
     if submission is None:
         async with engine.connect() as connection:

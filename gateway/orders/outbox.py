@@ -21,11 +21,21 @@ from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
-from sqlalchemy import Executable, RowMapping, Update, bindparam, func, insert, select, update
+from sqlalchemy import (
+    Executable,
+    RowMapping,
+    Update,
+    bindparam,
+    delete,
+    func,
+    insert,
+    select,
+    update,
+)
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from adapters.ports import BackendError, BackendRejected
-from gateway.db import UtcDateTime, autocommit
+from gateway.db import UtcDateTime, autocommit, retry_on_disconnect
 from gateway.orders.tables import outbox
 
 log = logging.getLogger(__name__)
@@ -102,6 +112,9 @@ class OutboxMessage:
     order_id: str
     payload: Mapping[str, object]
     attempts: int
+    # A worker claimed it before and neither its delivery nor its failure was recorded (the
+    # process died, or the database went away): the receiver may have it already.
+    unrecorded: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -299,8 +312,14 @@ class OutboxWorker:
         UPDATE that selects and leases them at once."""
         now = self._clock()
         times = {"now": now, "lease_until": now + self._lease}
-        async with self._statements.begin() as connection:
-            rows = (await connection.execute(self._claim_due, times)).mappings().all()
+
+        async def claim() -> Sequence[RowMapping]:
+            # Run again after a lost connection: what the lost one claimed (if it committed)
+            # comes back when its lease runs out, marked ``unrecorded``.
+            async with self._statements.begin() as connection:
+                return (await connection.execute(self._claim_due, times)).mappings().all()
+
+        rows = await retry_on_disconnect(claim)
         return sorted((_message(row) for row in rows), key=lambda message: message.id)
 
     async def deliver(self, messages: Sequence[OutboxMessage]) -> int:
@@ -347,7 +366,8 @@ class OutboxWorker:
         writes = any(done.effect or done.note for _, done in delivered)
         # Without effects or notes the mark is a single statement, atomic on its own.
         engine = self._engine if writes else self._statements
-        try:
+
+        async def mark() -> set[int]:
             async with engine.begin() as connection:
                 result = await connection.execute(
                     _DELIVERED, {**values, "delivered_at": self._clock()}
@@ -355,6 +375,11 @@ class OutboxWorker:
                 marked = set(result.scalars())
                 for statement, parameters in _writes(delivered, marked):
                     await connection.execute(statement, parameters)
+            return marked
+
+        try:
+            # Marking again is harmless: only rows not marked yet are, with their effects.
+            marked = await retry_on_disconnect(mark)
         except Exception:  # the database failed; the leases will run out and bring them back
             log.exception("outbox: messages %s: delivered, but not marked", values["message_ids"])
             return 0
@@ -368,8 +393,12 @@ class OutboxWorker:
             "error": _clipped(f"{error.__class__.__name__}: {error}"),
             "retry_at": self._clock() + wait,
         }
-        async with self._statements.begin() as connection:
-            await connection.execute(_FAILED, values)
+
+        async def record() -> None:
+            async with self._statements.begin() as connection:
+                await connection.execute(_FAILED, values)
+
+        await retry_on_disconnect(record)  # twice at worst: one attempt counted twice
 
     def _wait_after(self, message: OutboxMessage, error: Exception, attempts: int) -> timedelta:
         """Log the failure as it deserves and say how long the message waits."""
@@ -385,6 +414,60 @@ class OutboxWorker:
         else:
             log.error("%s failed unexpectedly, attempt %d", where, attempts, exc_info=error)
         return self._backoff.delay(attempts, spread)
+
+
+PURGE_BATCH = 1000  # rows deleted per statement: short transactions, however much is due
+
+
+async def purge_delivered(engine: AsyncEngine, before: datetime, batch: int = PURGE_BATCH) -> int:
+    """Delete the messages delivered before ``before``, ``batch`` rows per statement (each
+    its own transaction), oldest first; returns how many. Messages not delivered are never
+    touched. Several processes may purge at once: on PostgreSQL each skips the rows another
+    is deleting."""
+    if batch < 1:
+        raise ValueError("batch must be at least 1")
+    doomed = (
+        select(outbox.c.id)
+        .where(outbox.c.delivered_at.is_not(None), outbox.c.delivered_at < before)
+        .order_by(outbox.c.id)
+        .limit(batch)
+        .with_for_update(skip_locked=True)
+    )
+    statement = delete(outbox).where(outbox.c.id.in_(doomed))
+    statements = autocommit(engine)
+    purged = 0
+    while True:
+
+        async def one_batch() -> int:
+            async with statements.begin() as connection:
+                return (await connection.execute(statement)).rowcount
+
+        deleted = await retry_on_disconnect(one_batch)  # deleting again deletes nothing more
+        purged += deleted
+        if deleted < batch:
+            return purged
+
+
+async def purge_forever(
+    engine: AsyncEngine,
+    retention: timedelta,
+    interval: timedelta,
+    stop: asyncio.Event,
+    clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+) -> None:
+    """``purge_delivered`` of what was delivered more than ``retention`` ago, now and then
+    every ``interval`` until ``stop`` is set; a failing round is logged and tried again at the
+    next interval."""
+    while not stop.is_set():
+        try:
+            purged = await purge_delivered(engine, clock() - retention)
+        except Exception:  # the loop must outlive any one round; the next round retries
+            log.exception("outbox: purging delivered messages failed; trying again later")
+        else:
+            if purged:
+                log.info("outbox: purged %d delivered messages", purged)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), interval.total_seconds())
 
 
 def _outcomes(
@@ -443,9 +526,17 @@ def _claim_statement(kinds: Sequence[str], batch: int) -> Update:
     return (
         update(outbox)
         .where(outbox.c.id.in_(due))
-        .values(next_attempt_at=bindparam("lease_until", type_=UtcDateTime()))
+        .values(
+            next_attempt_at=bindparam("lease_until", type_=UtcDateTime()),
+            claims=outbox.c.claims + 1,
+        )
         .returning(
-            outbox.c.id, outbox.c.kind, outbox.c.order_id, outbox.c.payload, outbox.c.attempts
+            outbox.c.id,
+            outbox.c.kind,
+            outbox.c.order_id,
+            outbox.c.payload,
+            outbox.c.attempts,
+            outbox.c.claims,
         )
     )
 
@@ -457,6 +548,7 @@ def _message(row: RowMapping) -> OutboxMessage:
         order_id=row["order_id"],
         payload=row["payload"],
         attempts=row["attempts"],
+        unrecorded=row["claims"] - 1 > row["attempts"],
     )
 
 

@@ -19,6 +19,7 @@ The imperative shell around the pure engines (``gateway.promotions``, ``gateway.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import enum
 import hashlib
 import json
@@ -29,6 +30,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import datetime
 
+from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from adapters.ports import (
@@ -42,6 +44,7 @@ from adapters.ports import (
     PromotionsPort,
 )
 from gateway.cart import CartPricing, CartRequest
+from gateway.db import retry_on_disconnect
 from gateway.geo import distance_km
 from gateway.ledger import InventoryLedger, Position, Reservation, Shortfall
 from gateway.loaders import Loaders
@@ -53,6 +56,7 @@ from gateway.orders.store import (
     ClaimState,
     Destination,
     IdempotencyKeys,
+    KeyTakenOver,
     NewOrder,
     Order,
     OrderReader,
@@ -326,16 +330,33 @@ class OrderService:
         claimed = await self._claim(request)
         if isinstance(claimed, Placement):
             return claimed
-        order_id = claimed
+        held = _Held(request.channel, request.idempotency_key, claimed.owner)
+        renewing = asyncio.create_task(self._keep_renewing(held))
         placed: Placement | None = None
         try:
-            placed = await self._place_claimed(order_id, request, loaders)
+            placed = await self._place_claimed(claimed.order_id, held, request, loaders)
             return placed
         finally:
+            renewing.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await renewing
             if placed is None or placed.order is None:
-                await self._keys.forget(request.channel, request.idempotency_key)
+                await self._keys.forget(held.channel, held.key, held.owner)
 
-    async def _claim(self, request: OrderRequest) -> str | Placement:
+    async def _keep_renewing(self, held: _Held) -> None:
+        """Renew the key's lease three times per lease for as long as the placement runs, so
+        that only a placement that has died (or stalled for a whole lease) is taken over."""
+        interval = self._keys.lease.total_seconds() / 3
+        while True:
+            await asyncio.sleep(interval)
+            try:
+                if not await self._keys.renew(held.channel, held.key, held.owner, self._clock()):
+                    log.warning("key %s/%s was taken over while placing", held.channel, held.key)
+                    return
+            except (SQLAlchemyError, OSError) as exc:  # the next renewal tries again
+                log.warning("could not renew the lease of %s/%s: %s", held.channel, held.key, exc)
+
+    async def _claim(self, request: OrderRequest) -> _Claimed | Placement:
         """The order id to place under, or the placement to answer with instead."""
         fingerprint = request.fingerprint()
         deadline = time.monotonic() + self._wait
@@ -346,7 +367,8 @@ class OrderService:
             )
             if claim.state is ClaimState.NEW:
                 assert claim.order_id is not None
-                return claim.order_id
+                assert claim.owner is not None
+                return _Claimed(claim.order_id, claim.owner)
             if claim.state is ClaimState.REUSED:
                 message = "this idempotencyKey was used for a different order"
                 error = OrderError(ErrorCode.IDEMPOTENCY_KEY_REUSED, message, "idempotencyKey")
@@ -362,7 +384,7 @@ class OrderService:
             await asyncio.sleep(WAIT_POLL_SECONDS)
 
     async def _place_claimed(
-        self, order_id: str, request: OrderRequest, loaders: Loaders
+        self, order_id: str, held: _Held, request: OrderRequest, loaders: Loaders
     ) -> Placement:
         if request.redeem_points:
             unavailable = await self._check_loyalty(request, loaders)
@@ -385,11 +407,21 @@ class OrderService:
                 redeemed = points
             for attempt in range(1, ATTEMPTS + 1):
                 try:
-                    order = await self._commit(order_id, basket)
+                    order = await retry_on_disconnect(
+                        lambda: self._commit(order_id, held.owner, basket),
+                        before_retry=lambda: self._committed(order_id),
+                    )
                 except _Abort as abort:
                     if abort.shortfalls and attempt < ATTEMPTS:
                         continue  # another order took the units the plan counted on
                     return Placement(None, abort.errors)  # the points go back (finally)
+                except KeyTakenOver:
+                    # The request that took the key over carries on under this order id and
+                    # owns what was redeemed for it: nothing is given back here.
+                    redeemed = 0
+                    message = "an order with this idempotencyKey is being placed; retry shortly"
+                    error = OrderError(ErrorCode.IN_PROGRESS, message, "idempotencyKey")
+                    return Placement(None, (error,))
                 redeemed = 0  # they belong to the order now
                 return Placement(order)
             raise AssertionError("unreachable")  # pragma: no cover
@@ -431,15 +463,25 @@ class OrderService:
             "request_id": f"{order_id}:redeem-undone",
             "reason": f"order {order_id} not placed",
         }
-        try:
+
+        async def queue() -> None:
             async with self._engine.begin() as connection:
                 await enqueue(
                     connection, MessageKind.LOYALTY_REFUND, order_id, payload, self._clock()
                 )
+
+        try:
+            # Queued twice at worst (a COMMIT whose answer was lost): one request id, so the
+            # loyalty platform credits it once.
+            await retry_on_disconnect(queue)
         except Exception:
             log.exception("could not queue the refund of %s points for %s", points, order_id)
 
-    async def _commit(self, order_id: str, basket: _Basket) -> Order:
+    async def _committed(self, order_id: str) -> Order | None:
+        """The order, if a commit whose answer was lost went through."""
+        return (await self._reader.by_ids([order_id])).get(order_id)
+
+    async def _commit(self, order_id: str, owner: str, basket: _Basket) -> Order:
         """Source ``basket`` on the positions as they are now, reserve and write the order, in
         one transaction (see the module's step 4)."""
         request = basket.request
@@ -461,7 +503,7 @@ class OrderService:
                     )
             messages = _messages(new, request, quote)
             key = (request.channel, request.idempotency_key)
-            await insert_order(connection, new, messages, key)
+            await insert_order(connection, new, messages, key, owner)
         return accepted(new)
 
     def _new_order(self, order_id: str, request: OrderRequest, quote: Quote) -> NewOrder:
@@ -481,6 +523,21 @@ class OrderService:
 
 
 # --------------------------------------------------------------------------- helpers
+
+
+@dataclass(frozen=True, slots=True)
+class _Claimed:
+    order_id: str
+    owner: str
+
+
+@dataclass(frozen=True, slots=True)
+class _Held:
+    """An idempotency key this placement holds, as ``owner``."""
+
+    channel: str
+    key: str
+    owner: str
 
 
 @dataclass(frozen=True, slots=True)

@@ -8,9 +8,10 @@ from __future__ import annotations
 
 import enum
 import json
+import secrets
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
@@ -20,7 +21,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from adapters.ports import Money
-from gateway.db import autocommit
+from gateway.db import UtcDateTime, autocommit, retried_on_disconnect, retry_on_disconnect
 from gateway.orders.outbox import NewMessage, enqueue_many
 from gateway.orders.tables import idempotency_keys, order_allocations, order_lines, orders
 from gateway.promotions import PricedBasket
@@ -168,6 +169,7 @@ WITH head AS (
 )
 UPDATE idempotency_keys SET state = 'DONE'
 WHERE channel = CAST(:key_channel AS VARCHAR) AND key = CAST(:key_key AS VARCHAR)
+    AND (CAST(:key_owner AS VARCHAR) IS NULL OR owner = CAST(:key_owner AS VARCHAR))
 """
 )
 
@@ -177,23 +179,26 @@ async def insert_order(
     order: NewOrder,
     messages: Sequence[NewMessage] = (),
     key: tuple[str, str] | None = None,
+    owner: str | None = None,
 ) -> None:
     """Write the order, its lines and allocations in the caller's transaction, with its outbox
-    ``messages`` (due at once) and the completion of its idempotency ``key`` (channel, key).
+    ``messages`` (due at once) and the completion of its idempotency ``key`` (channel, key),
+    held by ``owner`` when given (``KeyTakenOver`` if it is not, for the caller to roll back).
     One statement on PostgreSQL; on SQLite one per table (lines, allocations and messages in
     a batch each), and one for the key."""
     head, lines, allocations = _order_rows(order)
     if connection.dialect.name == "postgresql":
-        await connection.execute(
-            _PLACE_ON_POSTGRESQL, _place_parameters(head, lines, allocations, messages, key)
-        )
+        parameters = _place_parameters(head, lines, allocations, messages, key)
+        result = await connection.execute(_PLACE_ON_POSTGRESQL, {**parameters, "key_owner": owner})
+        if key is not None and owner is not None and result.rowcount != 1:
+            raise KeyTakenOver(f"{key[0]}/{key[1]} was taken over")
         return
     await connection.execute(_INSERT_ORDER, head)
     await connection.execute(_INSERT_LINES, lines)
     await connection.execute(_INSERT_ALLOCATIONS, allocations)
     await enqueue_many(connection, messages, order.placed_at)
     if key is not None:
-        await IdempotencyKeys.complete(connection, *key)
+        await IdempotencyKeys.complete(connection, *key, owner)
 
 
 def _place_parameters(
@@ -396,10 +401,12 @@ class OrderReader:
         self._engine = engine
         self._statements = autocommit(engine)  # for the reads of a single query
 
+    @retried_on_disconnect
     async def by_ids(self, order_ids: Sequence[str]) -> dict[str, Order]:
         async with self._engine.connect() as connection:
             return await load_orders(connection, order_ids)
 
+    @retried_on_disconnect
     async def for_customer(self, customer_id: str, first: int) -> list[Order]:
         """The customer's newest ``first`` orders, newest first."""
         query = (
@@ -413,6 +420,7 @@ class OrderReader:
             found = await load_orders(connection, ids)
         return [found[order_id] for order_id in ids]
 
+    @retried_on_disconnect
     async def shipments_since(self, start: datetime) -> dict[str, int]:
         """Per location: the orders it has been allocated since ``start`` (not cancelled)."""
         query = (
@@ -427,6 +435,7 @@ class OrderReader:
             rows = await connection.execute(query)
             return {location: count for location, count in rows}  # noqa: C416
 
+    @retried_on_disconnect
     async def attributed_sales(
         self, store_ids: Sequence[str], start: datetime, end: datetime
     ) -> dict[str, tuple[int, Decimal, str | None]]:
@@ -542,54 +551,92 @@ class ClaimState(enum.Enum):
 
 @dataclass(frozen=True, slots=True)
 class Claim:
+    """``owner``: the claimant's token on a ``NEW`` claim, for ``renew``, ``complete`` and
+    ``forget``: whoever takes the key over later holds another."""
+
     state: ClaimState
     order_id: str | None = None
+    owner: str | None = field(default=None, compare=False)
+
+
+class KeyTakenOver(Exception):
+    """The key's lease ran out and another request took it over: this one must not complete."""
 
 
 _same_key = (idempotency_keys.c.channel == bindparam("key_channel")) & (
     idempotency_keys.c.key == bindparam("key_key")
 )
+_owned = idempotency_keys.c.owner == bindparam("key_owner")
 _INSERT_KEY = insert(idempotency_keys)
 _COMPLETE_KEY = update(idempotency_keys).where(_same_key).values(state="DONE")
-_FORGET_KEY = delete(idempotency_keys).where(_same_key, idempotency_keys.c.state != "DONE")
+_COMPLETE_OWNED_KEY = _COMPLETE_KEY.where(_owned)
+_RENEW_KEY = (
+    update(idempotency_keys)
+    .where(_same_key, _owned, idempotency_keys.c.state == "IN_PROGRESS")
+    .values(locked_until=bindparam("key_until", type_=UtcDateTime()))
+)
+_FORGET_KEY = delete(idempotency_keys).where(_same_key, _owned, idempotency_keys.c.state != "DONE")
+LEASE = timedelta(seconds=3)
 
 
 class IdempotencyKeys:
     """Idempotency-Key semantics for order placement, per channel.
 
-    ``claim`` records the key with a hash of the request and the order id it will create, under
-    a lease. The same key and request later gets the order (``DONE``), or ``IN_PROGRESS`` while
+    ``claim`` records the key with a hash of the request, the order id it will create and a
+    token of its own (the owner), under a short lease that the placement ``renew``s while it
+    runs. The same key and request later gets the order (``DONE``), or ``IN_PROGRESS`` while
     the first request is still running; a different request under the key gets ``REUSED``. A
-    request that dies leaves its lease to run out, and the next one with that key carries on
-    under the same order id (whatever it did remotely was keyed by that id, so is not done
-    twice). A request that fails without an order ``forget``s the key."""
+    request that dies stops renewing: within one lease the next request with that key takes
+    it over, under the same order id (whatever the first did remotely was keyed by that id, so
+    is not done twice) and a new owner. The first, should it be alive after all (stalled longer
+    than a lease), can then neither complete nor forget the key: its order's transaction rolls
+    back (``KeyTakenOver``), so a placement never runs twice to the end. A request that fails
+    without an order ``forget``s the key.
 
-    def __init__(self, engine: AsyncEngine, lease: timedelta = timedelta(seconds=30)) -> None:
+    Every statement here is safe to run again after a lost connection (the owner token tells a
+    claim of our own that committed unseen from another's), and is retried once."""
+
+    def __init__(self, engine: AsyncEngine, lease: timedelta = LEASE) -> None:
+        if lease <= timedelta(0):
+            raise ValueError("the lease must be positive")
         self._engine = engine
         self._statements = autocommit(engine)
-        self._lease = lease
+        self.lease = lease
 
     async def claim(
         self, channel: str, key: str, request_hash: str, order_id: str, now: datetime
     ) -> Claim:
         """A new key is recorded by a single INSERT, committed at once so that a concurrent
         request with the same key finds it."""
-        table = idempotency_keys
+        owner = secrets.token_hex(8)
         row = {
             "channel": channel,
             "key": key,
             "request_hash": request_hash,
             "order_id": order_id,
             "state": "IN_PROGRESS",
-            "locked_until": now + self._lease,
+            "owner": owner,
+            "locked_until": now + self.lease,
             "created_at": now,
         }
-        try:
+
+        async def insert_key() -> None:
             async with self._statements.begin() as connection:
                 await connection.execute(_INSERT_KEY, row)
-            return Claim(ClaimState.NEW, order_id)
+
+        try:
+            await retry_on_disconnect(insert_key)
+            return Claim(ClaimState.NEW, order_id, owner)
         except IntegrityError:
             pass
+        return await retry_on_disconnect(
+            lambda: self._claim_existing(channel, key, request_hash, owner, now)
+        )
+
+    async def _claim_existing(
+        self, channel: str, key: str, request_hash: str, owner: str, now: datetime
+    ) -> Claim:
+        table = idempotency_keys
         same = (table.c.channel == channel) & (table.c.key == key)
         async with self._engine.begin() as connection:
             found = (await connection.execute(select(table).where(same))).one_or_none()
@@ -599,23 +646,46 @@ class IdempotencyKeys:
                 return Claim(ClaimState.REUSED)
             if found.state == "DONE":
                 return Claim(ClaimState.DONE, found.order_id)
+            if found.owner == owner:  # ours, committed before the connection was lost
+                return Claim(ClaimState.NEW, found.order_id, owner)
             if found.locked_until > now:
                 return Claim(ClaimState.IN_PROGRESS, found.order_id)
             taken = await connection.execute(
                 update(table)
                 .where(same, table.c.locked_until == found.locked_until)
-                .values(locked_until=now + self._lease)
+                .values(locked_until=now + self.lease, owner=owner)
             )
         if taken.rowcount == 1:
-            return Claim(ClaimState.NEW, found.order_id)
+            return Claim(ClaimState.NEW, found.order_id, owner)
         return Claim(ClaimState.IN_PROGRESS, found.order_id)
 
-    @staticmethod
-    async def complete(connection: AsyncConnection, channel: str, key: str) -> None:
-        """Mark the key done, in the order's transaction."""
-        await connection.execute(_COMPLETE_KEY, {"key_channel": channel, "key_key": key})
-
-    async def forget(self, channel: str, key: str) -> None:
-        """Free a key whose request ended without an order, so it may be sent again."""
+    @retried_on_disconnect
+    async def renew(self, channel: str, key: str, owner: str, now: datetime) -> bool:
+        """Move the lease of a key this ``owner`` still holds a lease ahead of ``now``; False
+        when it holds it no more (taken over, or done)."""
+        values = {"key_channel": channel, "key_key": key, "key_owner": owner}
         async with self._statements.begin() as connection:
-            await connection.execute(_FORGET_KEY, {"key_channel": channel, "key_key": key})
+            result = await connection.execute(_RENEW_KEY, {**values, "key_until": now + self.lease})
+        return result.rowcount == 1
+
+    @staticmethod
+    async def complete(
+        connection: AsyncConnection, channel: str, key: str, owner: str | None = None
+    ) -> None:
+        """Mark the key done, in the order's transaction; with ``owner``, only while that owner
+        holds it (raises ``KeyTakenOver`` otherwise, for the transaction to roll back)."""
+        values = {"key_channel": channel, "key_key": key}
+        if owner is None:
+            await connection.execute(_COMPLETE_KEY, values)
+            return
+        result = await connection.execute(_COMPLETE_OWNED_KEY, {**values, "key_owner": owner})
+        if result.rowcount != 1:
+            raise KeyTakenOver(f"{channel}/{key} was taken over")
+
+    @retried_on_disconnect
+    async def forget(self, channel: str, key: str, owner: str) -> None:
+        """Free a key whose request ended without an order, so it may be sent again (only while
+        ``owner`` holds it: a key taken over is the new owner's)."""
+        values = {"key_channel": channel, "key_key": key, "key_owner": owner}
+        async with self._statements.begin() as connection:
+            await connection.execute(_FORGET_KEY, values)

@@ -103,6 +103,7 @@ idempotency_keys = Table(
     Column("request_hash", String(64), nullable=False),
     Column("order_id", String(36), nullable=False),
     Column("state", String(16), nullable=False),  # IN_PROGRESS, DONE
+    Column("owner", String(32)),  # the token of the request holding the lease (revision 0006)
     Column("locked_until", UtcDateTime(), nullable=False),
     Column("created_at", UtcDateTime(), nullable=False),
     PrimaryKeyConstraint("channel", "key"),
@@ -116,6 +117,9 @@ outbox = Table(
     Column("order_id", String(36), nullable=False),
     Column("payload", JSON, nullable=False),
     Column("attempts", Integer, nullable=False, server_default=text("0")),
+    # Times claimed by a worker (revision 0006): more claims than failed attempts means a
+    # delivery ended unrecorded (its process died), so the receiver may have it already.
+    Column("claims", Integer, nullable=False, server_default=text("0")),
     Column("next_attempt_at", UtcDateTime(), nullable=False),
     Column("delivered_at", UtcDateTime()),
     Column("last_error", String(500)),

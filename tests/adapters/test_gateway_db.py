@@ -539,3 +539,73 @@ def test_a_coupon_may_be_used_while_both_limits_leave_room(
     max_uses: int | None, per_customer: int | None, uses: CouponUses, allowed: bool
 ) -> None:
     assert may_use(Coupon("CODE", "PR001", max_uses, per_customer), uses) is allowed
+
+
+@pytest.mark.postgres
+async def test_reads_and_key_claims_are_retried_on_a_new_connection_when_the_server_cut_theirs(
+    pg_database: str,
+) -> None:
+    # given a pool holding four open connections, each read and claim on one of them before
+    from gateway.ledger import InventoryLedger
+    from gateway.orders.store import ClaimState, IdempotencyKeys, OrderReader
+
+    await upgrade(pg_database)
+    engine = create_engine(pg_database)
+    ledger, reader, keys = InventoryLedger(engine), OrderReader(engine), IdempotencyKeys(engine)
+    try:
+        await asyncio.gather(*(_backend_pid(engine) for _ in range(4)))
+
+        # when the server ends every connection, and then reads and claims run at once
+        await _terminate_connections_to(pg_database)
+        key = uuid.uuid4().hex
+        positions, orders, claim, offers = await asyncio.gather(
+            ledger.positions(["SKU-NONE"]),
+            reader.by_ids(["O-NONE"]),
+            keys.claim("web", key, "hash", "O-NEW", NOW),
+            PersonalOffers(engine, "EUR").active_for("C0001", NOW),
+        )
+    finally:
+        await engine.dispose()
+
+    # then each answered, as if nothing had happened
+    assert (positions, orders, offers) == ({}, {}, [])
+    assert claim.state is ClaimState.NEW
+
+
+async def test_a_retry_stops_at_other_errors_and_after_one_more_disconnect() -> None:
+    # given operations failing as a disconnect, and one failing otherwise
+    from gateway.db import retry_on_disconnect
+
+    calls: list[str] = []
+
+    def lost() -> DBAPIError:
+        error = DBAPIError("SELECT 1", None, ConnectionResetError("cut"))
+        error.connection_invalidated = True
+        return error
+
+    async def cut_once() -> str:
+        calls.append("cut_once")
+        if calls.count("cut_once") == 1:
+            raise lost()
+        return "answer"
+
+    async def always_cut() -> str:
+        calls.append("always_cut")
+        raise lost()
+
+    async def refused() -> str:
+        calls.append("refused")
+        raise DBAPIError("SELECT 1", None, ValueError("bad"))
+
+    # when each runs through the retry
+    answer = await retry_on_disconnect(cut_once)
+    with pytest.raises(DBAPIError):
+        await retry_on_disconnect(always_cut)
+    with pytest.raises(DBAPIError):
+        await retry_on_disconnect(refused)
+
+    # then a disconnect is tried once more, nothing else is
+    assert answer == "answer"
+    assert calls.count("cut_once") == 2
+    assert calls.count("always_cut") == 2
+    assert calls.count("refused") == 1

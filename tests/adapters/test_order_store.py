@@ -18,6 +18,7 @@ from gateway.orders.store import (
     ClaimState,
     Destination,
     IdempotencyKeys,
+    KeyTakenOver,
     NewOrder,
     OrderReader,
     accepted,
@@ -156,17 +157,71 @@ async def test_a_forgotten_key_is_free_again_and_a_done_one_is_never_forgotten(
     # given one key whose request failed and one whose order was placed
     failed, placed = uuid.uuid4().hex, uuid.uuid4().hex
     keys, other_keys = IdempotencyKeys(engine), IdempotencyKeys(other_engine)
-    await keys.claim("web", failed, "hash-1", "O-FAILED", NOW)
-    await keys.claim("web", placed, "hash-1", "O-PLACED", NOW)
+    failing = await keys.claim("web", failed, "hash-1", "O-FAILED", NOW)
+    placing = await keys.claim("web", placed, "hash-1", "O-PLACED", NOW)
     async with engine.begin() as connection:
         await IdempotencyKeys.complete(connection, "web", placed)
 
     # when both are forgotten and then sent again to another process
-    await keys.forget("web", failed)
-    await keys.forget("web", placed)
+    assert failing.owner is not None
+    assert placing.owner is not None
+    await keys.forget("web", failed, failing.owner)
+    await keys.forget("web", placed, placing.owner)
     retried = await other_keys.claim("web", failed, "hash-1", "O-RETRY", NOW)
     replayed = await other_keys.claim("web", placed, "hash-1", "O-OTHER", NOW)
 
     # then the failed one starts afresh, the placed one still answers with its order
     assert retried == Claim(ClaimState.NEW, "O-RETRY")
     assert replayed == Claim(ClaimState.DONE, "O-PLACED")
+
+
+async def test_a_renewed_lease_is_never_taken_over_and_a_lapsed_one_is_within_a_lease(
+    engine: AsyncEngine, other_engine: AsyncEngine
+) -> None:
+    # given a placement that claimed its key (a 3 s lease) and renewed it after 2 s
+    key, lease = uuid.uuid4().hex, timedelta(seconds=3)
+    here, there = IdempotencyKeys(engine, lease), IdempotencyKeys(other_engine, lease)
+    first = await here.claim("web", key, "hash-1", "O-FIRST", NOW)
+    assert first.owner is not None
+    renewed = await here.renew("web", key, first.owner, NOW + timedelta(seconds=2))
+
+    # when the same request comes to another process 4 s in (the first lease is over, the
+    # renewed one is not), and again once the first has stopped renewing for a whole lease
+    while_renewed = await there.claim("web", key, "hash-1", "O-SECOND", NOW + timedelta(seconds=4))
+    after_lapse = await there.claim("web", key, "hash-1", "O-THIRD", NOW + timedelta(seconds=6))
+
+    # then the live placement kept its key; the dead one's is taken over under its order id,
+    # and the first, should it come back, can neither renew, complete nor forget it
+    assert renewed
+    assert while_renewed == Claim(ClaimState.IN_PROGRESS, "O-FIRST")
+    assert after_lapse == Claim(ClaimState.NEW, "O-FIRST")
+    assert after_lapse.owner not in (None, first.owner)
+    assert not await here.renew("web", key, first.owner, NOW + timedelta(seconds=7))
+    with pytest.raises(KeyTakenOver):
+        async with engine.begin() as connection:
+            await IdempotencyKeys.complete(connection, "web", key, first.owner)
+    await here.forget("web", key, first.owner)
+    assert await there.claim("web", key, "hash-1", "O-4", NOW + timedelta(seconds=7)) == Claim(
+        ClaimState.IN_PROGRESS, "O-FIRST"
+    )
+
+
+async def test_an_order_written_under_a_key_taken_over_is_rolled_back_whole(
+    engine: AsyncEngine, other_engine: AsyncEngine
+) -> None:
+    # given a key claimed, then taken over by another process after its lease ran out
+    key, order_id = uuid.uuid4().hex, _order_id()
+    lease = timedelta(seconds=3)
+    first = await IdempotencyKeys(engine, lease).claim("web", key, "hash-1", order_id, NOW)
+    taken = await IdempotencyKeys(other_engine, lease).claim(
+        "web", key, "hash-1", _order_id(), NOW + timedelta(seconds=4)
+    )
+    assert taken.state is ClaimState.NEW
+
+    # when the first writes its order under the key it no longer holds
+    with pytest.raises(KeyTakenOver):
+        async with engine.begin() as connection:
+            await insert_order(connection, _new_order(order_id), (), ("web", key), first.owner)
+
+    # then nothing of that order was written
+    assert await OrderReader(engine).by_ids([order_id]) == {}

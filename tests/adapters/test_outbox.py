@@ -25,12 +25,15 @@ from gateway.db import create_engine, upgrade
 from gateway.orders.delivery import handlers
 from gateway.orders.outbox import (
     Backoff,
+    Delivered,
     MessageKind,
     NewMessage,
+    OutboxMessage,
     OutboxWorker,
     PointsMovement,
     enqueue,
     enqueue_many,
+    purge_delivered,
 )
 from gateway.orders.tables import (
     order_allocations,
@@ -702,3 +705,137 @@ def test_backoff_never_shrinks_and_stays_within_its_bounds(
     assert plain[0] <= plain[1] <= plain[2] <= most
     tolerance = timedelta(microseconds=1)  # timedelta arithmetic rounds to microseconds
     assert plain[1] <= jittered <= plain[1] * (1 + jitter) + tolerance
+
+
+# --------------------------------------------------------------------------- unrecorded deliveries
+
+
+async def test_a_hand_off_the_oms_took_from_a_worker_that_died_unrecorded_is_not_sent_again(
+    worker: OutboxWorker,
+    engine: AsyncEngine,
+    intake: RestOmsOrderIntake,
+    loyalty: RestLoyalty,
+    oms_url: str,
+    truth: DemoEstate,
+    clock: Clock,
+) -> None:
+    # given a hand-off a worker claimed and delivered, and whose process died before it could
+    # record the OMS's answer
+    order_id = await place_order(engine, truth)
+    [claimed] = await worker.claim()
+    await handlers(intake, loyalty, clock)[MessageKind.OMS_SUBMIT](claimed, engine)
+
+    # when a worker claims it again after the lease
+    clock.now = NOW + timedelta(seconds=30)
+    [again] = await worker.claim()
+    delivered = await worker.deliver([again])
+
+    # then it asks the OMS, which has it, and records its number without sending it again
+    received = await oms_get(oms_url, f"/api/orders/{order_id}")
+    assert received is not None
+    assert (claimed.unrecorded, again.unrecorded, delivered) == (False, True, 1)
+    assert received["submissions"] == 1
+    order = await order_row(engine, order_id)
+    assert (order["status"], order["oms_order_number"]) == ("SUBMITTED", received["omsOrderNo"])
+
+
+async def test_a_hand_off_that_never_reached_the_oms_is_sent_after_the_lease(
+    worker: OutboxWorker, engine: AsyncEngine, oms_url: str, truth: DemoEstate, clock: Clock
+) -> None:
+    # given a hand-off claimed by a worker that died before sending it
+    order_id = await place_order(engine, truth)
+    await worker.claim()
+
+    # when a worker runs after the lease
+    clock.now = NOW + timedelta(seconds=30)
+    delivered = await worker.run_once()
+
+    # then the OMS gets it once
+    received = await oms_get(oms_url, f"/api/orders/{order_id}")
+    assert received is not None
+    assert (delivered, received["submissions"]) == (1, 1)
+
+
+async def test_a_failed_delivery_is_not_taken_for_an_unrecorded_one(
+    worker: OutboxWorker, engine: AsyncEngine, oms_url: str, truth: DemoEstate, clock: Clock
+) -> None:
+    # given a hand-off whose delivery failed while the OMS was down (the failure recorded)
+    await place_order(engine, truth)
+    await knobs(oms_url, outage=True)
+    try:
+        assert await worker.run_once() == 0
+    finally:
+        await knobs(oms_url, outage=False)
+
+    # when it is claimed again once due
+    clock.now = NOW + timedelta(seconds=30)
+    [again] = await worker.claim()
+
+    # then it is an ordinary retry
+    assert (again.attempts, again.unrecorded) == (1, False)
+
+
+# --------------------------------------------------------------------------- purge
+
+
+async def test_delivered_messages_are_purged_once_past_retention_and_pending_ones_never(
+    worker: OutboxWorker, engine: AsyncEngine, oms_url: str, truth: DemoEstate, clock: Clock
+) -> None:
+    # given two messages delivered at NOW and one the OMS has not taken yet
+    for _ in range(2):
+        await place_order(engine, truth)
+    assert await worker.run_once() == 2
+    await knobs(oms_url, outage=True)
+    try:
+        pending = await place_order(engine, truth)
+        assert await worker.run_once() == 0
+    finally:
+        await knobs(oms_url, outage=False)
+
+    # when delivered messages older than NOW are purged, and then those older than a second on
+    # (one row per statement)
+    none = await purge_delivered(engine, NOW)
+    both = await purge_delivered(engine, NOW + timedelta(seconds=1), batch=1)
+
+    # then only the delivered ones went, and only once past the limit
+    assert (none, both) == (0, 2)
+    assert [(row["order_id"], row["delivered_at"]) for row in await outbox_rows(engine)] == [
+        (pending, None)
+    ]
+
+
+async def test_stopping_during_a_round_finishes_and_records_its_deliveries_first(
+    engine: AsyncEngine,
+    intake: RestOmsOrderIntake,
+    loyalty: RestLoyalty,
+    oms_url: str,
+    clock: Clock,
+    truth: DemoEstate,
+) -> None:
+    # given a worker whose hand-off is on its way to the OMS
+    order_id = await place_order(engine, truth)
+    submit = handlers(intake, loyalty, clock)[MessageKind.OMS_SUBMIT]
+    sending, go_on = asyncio.Event(), asyncio.Event()
+
+    async def slow_submit(message: OutboxMessage, engine: AsyncEngine) -> Delivered:
+        sending.set()
+        await go_on.wait()
+        return await submit(message, engine)
+
+    worker = OutboxWorker(engine, {MessageKind.OMS_SUBMIT: slow_submit}, clock=clock)
+    stop = asyncio.Event()
+    running = asyncio.create_task(worker.run(stop))
+
+    # when the process is told to stop while the delivery is under way, which then ends
+    async with asyncio.timeout(30):
+        await sending.wait()
+        stop.set()
+        go_on.set()
+        await running
+
+    # then the round ended with the delivery recorded: nothing is left to send again
+    assert (await order_row(engine, order_id))["status"] == "SUBMITTED"
+    assert await worker.pending() == 0
+    received = await oms_get(oms_url, f"/api/orders/{order_id}")
+    assert received is not None
+    assert received["submissions"] == 1

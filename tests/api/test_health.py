@@ -425,3 +425,23 @@ async def test_a_websocket_with_a_known_key_reaches_the_app_as_its_channel(app: 
         "websocket.close",
     ]
     assert json.loads(sent[1]["text"]) == {"channel": "kiosk"}
+
+
+async def test_a_draining_process_is_not_ready_and_still_live() -> None:
+    # given a process with every backend up, told to stop
+    from gateway.health import Draining
+
+    draining = Draining()
+    app = Starlette(routes=health_routes(operator_key=OPERATOR_KEY, draining=draining))
+    async with httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=app), base_url="http://gateway"
+    ) as client:
+        draining.begin()
+
+        # when a load balancer probes it
+        ready = await client.get("/readyz")
+        live = await client.get("/healthz")
+
+    # then it is taken out without probing any backend, while it still answers
+    assert (ready.status_code, ready.json()) == (503, {"status": "draining"})
+    assert live.status_code == 200

@@ -61,6 +61,8 @@ def gateway_config(
     max_in_flight: int | None = None,
     max_wait: float | None = None,
     read_model: TomlTable | None = None,
+    orders: TomlTable | None = None,
+    shutdown: TomlTable | None = None,
 ) -> TomlTable:
     """The demo config's channels, auth and security, ``estate`` as the backends
     (``demo_backends``), and the stock synced every ``stock_sync_interval`` seconds. The
@@ -78,9 +80,11 @@ def gateway_config(
         # The file is written elsewhere: the manifest's folder is named absolutely.
         "security": {**demo["security"], "persisted_operations": str(OPERATIONS)},
         "backends": dumped,
-        "orders": {"stock_sync_interval": stock_sync_interval},
+        "orders": {"stock_sync_interval": stock_sync_interval, **(orders or {})},
         "limits": {name: value for name, value in limits.items() if value is not None},
         "read_model": read_model or {},
+        # Stopped processes drain briefly: a test stops and restarts many.
+        "shutdown": shutdown or {"drain": 0.2},
     }
 
 
@@ -191,6 +195,12 @@ class GatewayFleet:
         if process is not None and process.poll() is None:
             process.send_signal(signal.SIGKILL)
             process.wait()
+
+    def terminate(self, index: int) -> None:
+        """SIGTERM process ``index`` (as an orchestrator stops it) without waiting."""
+        process = self.members[index].process
+        if process is not None and process.poll() is None:
+            process.send_signal(signal.SIGTERM)
 
     def restart(self, index: int) -> None:
         """Start process ``index`` again on its port (stopping it first if it still runs)."""
