@@ -357,19 +357,11 @@ def _guarded(backends: Backends, config: GatewayConfig, metrics: Metrics) -> Bac
         }
     counters = GuardMetrics(metrics.registry)
 
+    # Every [resilience] setting but these two is a field of the policy of each backend.
+    shared = settings.model_dump(exclude={"request_deadline", "feed_stale_after"})
+
     def policy(backend: str) -> CallPolicy:
-        return CallPolicy(
-            timeout=timeouts.get(backend, DEFAULT_CALL_TIMEOUT),
-            retries=settings.retries,
-            backoff=settings.backoff,
-            max_backoff=settings.max_backoff,
-            retry_ratio=settings.retry_ratio,
-            retry_floor=settings.retry_floor,
-            window=settings.window,
-            failure_ratio=settings.failure_ratio,
-            min_calls=settings.min_calls,
-            open_for=settings.open_for,
-        )
+        return CallPolicy(timeout=timeouts.get(backend, DEFAULT_CALL_TIMEOUT), **shared)
 
     def guarded(port: Port, backend: str) -> Port:
         return guard(port, Guard(backend, policy(backend), counters))

@@ -17,7 +17,6 @@ from typing import cast
 from aiodataloader import DataLoader
 
 from adapters.ports import (
-    BackendError,
     BackendUnavailable,
     LoyaltyAccount,
     PartialAnswer,
@@ -29,6 +28,7 @@ from gateway.degraded import PriceGap, Reason
 from gateway.ledger import InventoryLedger, Position
 from gateway.readmodel.model import ReadModel
 from gateway.readmodel.responses import Provenance
+from gateway.resilience import CircuitOpen
 
 PriceKey = tuple[str, str | None]
 """(SKU, store id or None for the base price zone)."""
@@ -114,7 +114,8 @@ def _prices(
                 found.update(cast(Mapping[str, Price], exc.found))
                 unanswered = exc.unanswered
             known = {} if last_known is None else last_known(unanswered, store)
-            reason, wait = Reason.of(exc), _retry_after(exc)
+            reason = Reason.of(exc)
+            wait = exc.retry_after if isinstance(exc, CircuitOpen) else None
             for sku in unanswered:
                 found[sku] = PriceGap(exc.backend, reason, known.get(sku), wait)
             return found
@@ -129,17 +130,13 @@ def _prices(
         )
         found = dict(zip(stores, answers, strict=True))
         provenance.tag("price:", (sku for sku, _ in keys))
+        # A store whose lookup raised (a refusal: an unknown store) fails its keys only.
         return [
-            store_answer if isinstance(store_answer, BaseException) else store_answer.get(sku)
+            answer if isinstance(answer := found[store], BaseException) else answer.get(sku)
             for sku, store in keys
-            for store_answer in (found[store],)
         ]
 
     return price_by_sku  # type: ignore[return-value]
-
-
-def _retry_after(error: BackendError) -> float | None:
-    return getattr(error, "retry_after", None)
 
 
 def _read_now(backends: Backends) -> PriceLookup:

@@ -387,7 +387,6 @@ class GuardedPort(WrappedPort):
         super().__init__(
             port, lambda name, method: _guarded(method, guard, retried=name not in writes)
         )
-        self.guard = guard
 
 
 def guard(port: Port, backend_guard: Guard) -> Port:

@@ -79,6 +79,7 @@ class _Kind(Generic[V]):
         *,
         remember_absent: bool = True,
         shared: bool = True,
+        partial: bool = False,
     ) -> None:
         self.name = name
         self._feed = feed
@@ -86,6 +87,7 @@ class _Kind(Generic[V]):
         self._adapter = adapter
         self._remember_absent = remember_absent
         self._use_shared = shared
+        self._partial = partial
         self._inflight: dict[str, asyncio.Future[Entry[V]]] = {}
 
     def local_key(self, key: str) -> str:
@@ -121,8 +123,9 @@ class _Kind(Generic[V]):
                 unanswered.append(key)
                 failure = exc
         if failure is not None:
-            if not found:
+            if not found or not self._partial:
                 raise failure
+            # ``found`` holds entries: only kinds whose callers unwrap them answer in part.
             raise PartialAnswer(failure.backend, failure.detail, found, unanswered) from failure
         return found
 
@@ -276,8 +279,10 @@ class ReadModel:
         price_entries = TypeAdapter(Entry[Price])
         # Base-zone prices are shared; other zones stay in the process that learnt the store's
         # zone (a follower could not know which zones other instances hold, to tombstone them).
-        self._base_prices = _Kind[Price]("price", "pricing", self, price_entries)
-        self._zone_prices = _Kind[Price]("price", "pricing", self, price_entries, shared=False)
+        self._base_prices = _Kind[Price]("price", "pricing", self, price_entries, partial=True)
+        self._zone_prices = _Kind[Price](
+            "price", "pricing", self, price_entries, shared=False, partial=True
+        )
         self._rulebook = _Kind[PromotionSet](
             "promotions", "promotions", self, TypeAdapter(Entry[PromotionSet])
         )

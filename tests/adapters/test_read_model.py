@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 from redis.asyncio import Redis
 
-from adapters.ports import Money
+from adapters.ports import BackendUnavailable, Money, PartialAnswer
 from gateway.readmodel.bus import ChangeBus
 from gateway.readmodel.levels import LocalLevel, RedisLink, SharedLevel
 from gateway.readmodel.model import Lifetimes, ReadModel
@@ -235,3 +235,44 @@ async def test_redis_down_fails_no_lookup_and_entries_live_shorter(
         stop.set()
         await task
         await link.aclose()
+
+
+async def test_a_price_lookup_answered_in_part_keeps_the_answered_and_remembers_the_rest(
+    truth: DemoEstate, instances: Callable[[FakeEstate], Coroutine[Any, Any, Instance]]
+) -> None:
+    # given a model that holds the price of one SKU, then evicts it
+    estate = _estate(truth)
+    a = await instances(estate)
+    first, second, third = (p.variants[0].sku for p in truth.products[:3])
+    held = await a.model.prices([second])
+    a.model.local.evict([f"price:{second}|BASE"])
+    third_price = (await estate.prices.prices([third]))[third]
+
+    # when the engine answers a lookup of the three only for ``third``
+    estate.prices.fail_with = PartialAnswer(
+        "pricing", "one call of two failed", {third: third_price}, [first]
+    )
+    with pytest.raises(PartialAnswer) as raised:
+        await a.model.prices([first, second, third])
+
+    # then the held and the answered prices come back, by SKU, and only ``first`` is missing;
+    # the evicted price is still known, for display
+    assert set(raised.value.found) == {second, third}
+    assert raised.value.found[third].current == third_price.current
+    assert raised.value.unanswered == (first,)
+    assert a.model.last_known([second]) == held
+
+
+async def test_a_product_lookup_never_answers_in_part(
+    truth: DemoEstate, instances: Callable[[FakeEstate], Coroutine[Any, Any, Instance]]
+) -> None:
+    estate = _estate(truth)
+    a = await instances(estate)
+    held, other = truth.products[0].code, truth.products[1].code
+    await a.model.products([held])
+    estate.catalogue.fail_with = BackendUnavailable("pim", "down")
+
+    with pytest.raises(BackendUnavailable) as raised:
+        await a.model.products([held, other])
+
+    assert not isinstance(raised.value, PartialAnswer)
