@@ -32,7 +32,13 @@ from adapters.promotions_csv import CsvPromotions
 from gateway.admission import AdmissionLimit
 from gateway.backends import Backends
 from gateway.cart import CartPricing, PromotionRules
-from gateway.config import BackendsConfig, GatewayConfig, OrdersConfig, Settings
+from gateway.config import (
+    BackendsConfig,
+    GatewayConfig,
+    OrdersConfig,
+    ReadModelConfig,
+    Settings,
+)
 from gateway.context import Context, Identity, Runtime
 from gateway.db import create_engine, upgrade
 from gateway.health import Draining, Readiness, backend_urls, health_routes
@@ -53,9 +59,11 @@ from gateway.persisted import PersistedOperations
 from gateway.promotions import LoyaltyProgram
 from gateway.ratelimit import Rate, RateLimit, SharedBuckets
 from gateway.readmodel import reading
+from gateway.readmodel.bus import ChangeBus
 from gateway.readmodel.feeds import Follower
 from gateway.readmodel.freshness import FeedFreshness
 from gateway.readmodel.responses import Provenance, ResponseCacheMiddleware
+from gateway.readmodel.stock import StockPositions
 from gateway.resilience import CallPolicy, Guard, GuardMetrics, RequestDeadline, guard
 from gateway.security import Channel, ChannelAuthMiddleware, ChannelKeys, CustomerTokens
 from gateway.sourcing import Policy
@@ -113,6 +121,7 @@ def create_app(
             ledger = InventoryLedger(database, clock=_now)
             await _load_stock(ledger, ports)
             orders = _orders(config.orders, database, ledger, cart, directory, ports, shared)
+            stock = _stock_positions(config.read_model, ledger, shared.bus)
             live = LiveHub(shared.bus, ledger, shared.reads.prices, config.subscriptions.max_lag)
             followers = reading.followers_for(config, shared, database, ledger, ports)
             await reading.catch_up(followers)
@@ -120,7 +129,7 @@ def create_app(
             if shared.responses is not None:
                 stale_after = config.resilience.feed_stale_after
                 shared.responses.feed_is_late = lambda feed: freshness.is_late(feed, stale_after)
-            metrics.registry.register(reading.ReadSideMetrics(shared, followers, live))
+            metrics.registry.register(reading.ReadSideMetrics(shared, followers, live, stock))
             await _background(
                 stack, config, database, ports, shared, live, followers, freshness.run
             )
@@ -143,6 +152,7 @@ def create_app(
                 sockets,
                 freshness,
                 config.resilience.feed_stale_after,
+                stock,
             )
             yield {
                 "runtime": runtime,
@@ -197,6 +207,16 @@ def create_app(
 
 def _now() -> datetime:
     return datetime.now(UTC)
+
+
+def _stock_positions(
+    config: ReadModelConfig, ledger: InventoryLedger, bus: ChangeBus
+) -> StockPositions | None:
+    """Positions held for the reads that show stock, unless the read model is off (every read
+    then goes to the ledger, as it did before the read model)."""
+    if not config.enabled or not config.stock_entries:
+        return None
+    return StockPositions(ledger, bus, size=config.stock_entries, ttl=config.stock_ttl)
 
 
 def _orders(
@@ -295,7 +315,9 @@ class GatewayGraphQL(GraphQLOverHTTP):
                 and isinstance(request, WebSocket),
             ),
             runtime=runtime,
-            loaders=build_loaders(runtime.backends, runtime.ledger, runtime.reads, provenance),
+            loaders=build_loaders(
+                runtime.backends, runtime.ledger, runtime.reads, provenance, runtime.stock
+            ),
             provenance=provenance,
         )
 

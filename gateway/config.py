@@ -180,6 +180,10 @@ class ReadModelConfig(_Strict):
     pricing_interval: float = Field(default=0.25, gt=0)
     promotions_interval: float = Field(default=0.25, gt=0)
     lease_ttl: float = Field(default=3.0, gt=0)  # a dead holder's feed is taken over after this
+    # The ledger's positions held for reads that show stock, per SKU (0: none held); each is
+    # dropped when the bus says it moved, and after ``stock_ttl`` at most.
+    stock_entries: int = Field(default=50_000, ge=0)
+    stock_ttl: float = Field(default=1.0, gt=0)
 
 
 class SubscriptionsConfig(_Strict):

@@ -26,6 +26,7 @@ from gateway.readmodel.bus import ChangeBus
 from gateway.readmodel.freshness import FeedFreshness
 from gateway.readmodel.model import ReadModel
 from gateway.readmodel.responses import Provenance, ResponseCache
+from gateway.readmodel.stock import StockPositions
 from gateway.security import Channel
 
 
@@ -51,6 +52,7 @@ class Runtime:
     sockets: LiveSockets
     freshness: FeedFreshness
     feed_stale_after: float  # seconds: what a feed not read for this long feeds is stale
+    stock: StockPositions | None = None  # positions held for reads; None: read each time
 
 
 @dataclass(slots=True)

@@ -28,6 +28,7 @@ from gateway.degraded import PriceGap, Reason
 from gateway.ledger import InventoryLedger, Position
 from gateway.readmodel.model import ReadModel
 from gateway.readmodel.responses import Provenance
+from gateway.readmodel.stock import StockPositions
 from gateway.resilience import CircuitOpen
 
 PriceKey = tuple[str, str | None]
@@ -47,13 +48,19 @@ class Loaders:
     price_by_sku: DataLoader[PriceKey, PriceFound]
     current_price_by_sku: DataLoader[PriceKey, PriceFound]
     position_by_sku: DataLoader[str, Sequence[Position]]
+    current_position_by_sku: DataLoader[str, Sequence[Position]]
     account_by_customer: DataLoader[str, LoyaltyAccount | None]
     account_by_card: DataLoader[str, LoyaltyAccount | None]
 
     def for_orders(self) -> Loaders:
         """These loaders with prices read from the pricing engine itself, never the read model,
-        and never a last known price: an order is priced on the engine's current price."""
-        return replace(self, price_by_sku=self.current_price_by_sku)
+        and never a last known price: an order is priced on the engine's current price. Its
+        stock is the ledger's, never positions held for reads."""
+        return replace(
+            self,
+            price_by_sku=self.current_price_by_sku,
+            position_by_sku=self.current_position_by_sku,
+        )
 
 
 def build_loaders(
@@ -61,6 +68,7 @@ def build_loaders(
     ledger: InventoryLedger,
     reads: ReadModel,
     provenance: Provenance,
+    stock: StockPositions | None = None,
 ) -> Loaders:
     async def product_by_code(codes: Sequence[str]) -> list[Product | None]:
         found = await reads.products(codes)
@@ -72,10 +80,17 @@ def build_loaders(
         provenance.tag("product:", (product.code for product in found.values()))
         return [found.get(sku) for sku in skus]
 
-    async def position_by_sku(skus: Sequence[str]) -> list[Sequence[Position]]:
+    async def current_position_by_sku(skus: Sequence[str]) -> list[Sequence[Position]]:
         found = await ledger.positions(skus)
         provenance.tag("stock:", skus)
         provenance.stock_read_at = datetime.now(UTC)
+        return [found.get(sku, ()) for sku in skus]
+
+    async def held_position_by_sku(skus: Sequence[str]) -> list[Sequence[Position]]:
+        assert stock is not None
+        found, read_at = await stock.positions(skus)
+        provenance.tag("stock:", skus)
+        provenance.stock_read_at = read_at
         return [found.get(sku, ()) for sku in skus]
 
     async def account_by_customer(ids: Sequence[str]) -> list[LoyaltyAccount | None]:
@@ -91,7 +106,10 @@ def build_loaders(
         product_by_sku=DataLoader(product_by_sku),
         price_by_sku=DataLoader(_prices(reads.prices, provenance, reads.last_known)),
         current_price_by_sku=DataLoader(_prices(_read_now(backends), provenance)),
-        position_by_sku=DataLoader(position_by_sku),
+        position_by_sku=DataLoader(
+            current_position_by_sku if stock is None else held_position_by_sku
+        ),
+        current_position_by_sku=DataLoader(current_position_by_sku),
         account_by_customer=DataLoader(account_by_customer),
         account_by_card=DataLoader(account_by_card),
     )

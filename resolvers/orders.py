@@ -462,8 +462,11 @@ class OrderMutation:
 
 async def stock_moved(info: Info, order: Order) -> None:
     """Tell every instance that the stock of ``order``'s SKUs moved (a sale, cancel or return)."""
-    skus = {allocation.sku for allocation in order.allocations}
-    await info.context.runtime.bus.publish("ledger", sorted(skus))
+    skus = sorted({allocation.sku for allocation in order.allocations})
+    runtime = info.context.runtime
+    if runtime.stock is not None:
+        runtime.stock.forget(skus)  # seen here at once, before the notice comes back
+    await runtime.bus.publish("ledger", skus)
 
 
 def _not_found(order_id: str) -> Refusal:

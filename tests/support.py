@@ -30,6 +30,16 @@ POSTGRES_ADMIN_URL = os.environ.get(
 REDIS_TEST_URL = os.environ.get("REDIS_URL_TEST", "redis://127.0.0.1:6379/15")
 
 
+class ManualClock:
+    """A monotonic clock that moves only when a test sets ``now``."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
 def missing_service(what: str, how: str) -> None:
     """Fail in CI (where every service must be up), skip elsewhere with what to start."""
     message = f"{what} is not reachable; start it with: {how}"

@@ -29,6 +29,7 @@ from gateway.readmodel.feeds import (
 from gateway.readmodel.levels import LocalLevel, RedisLink, SharedLevel
 from gateway.readmodel.model import Lifetimes, ReadModel
 from gateway.readmodel.responses import ResponseCache
+from gateway.readmodel.stock import StockPositions
 
 
 @dataclass(frozen=True, slots=True)
@@ -112,10 +113,17 @@ async def catch_up(followers: list[Follower], steps: int = 100) -> None:
 class ReadSideMetrics(Collector):
     """The read side's counters, read when Prometheus scrapes (nothing on the request path)."""
 
-    def __init__(self, shared: SharedReads, followers: list[Follower], live: LiveHub) -> None:
+    def __init__(
+        self,
+        shared: SharedReads,
+        followers: list[Follower],
+        live: LiveHub,
+        stock: StockPositions | None = None,
+    ) -> None:
         self._shared = shared
         self._followers = followers
         self._live = live
+        self._stock = stock
 
     def collect(self) -> Iterator[Metric]:
         reads, bus, responses = self._shared.reads, self._shared.bus, self._shared.responses
@@ -130,6 +138,17 @@ class ReadSideMetrics(Collector):
         if responses is not None:
             yield _counter("gateway_response_cache_hits", "Answers served again.", responses.hits)
             yield _counter("gateway_response_cache_stores", "Answers kept.", responses.stores)
+        if self._stock is not None:
+            yield _counter(
+                "gateway_stock_positions_hits",
+                "SKUs whose held positions served.",
+                self._stock.hits,
+            )
+            yield _counter(
+                "gateway_stock_positions_misses",
+                "SKUs read from the ledger for a read.",
+                self._stock.misses,
+            )
         yield _counter("gateway_change_bus_gaps", "Feeds seen to skip or reset.", bus.gaps)
         yield GaugeMetricFamily(
             "gateway_change_bus_connected",

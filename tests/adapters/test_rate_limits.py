@@ -12,18 +12,17 @@ from redis.asyncio import Redis
 from gateway.config import SecurityConfig, Settings
 from gateway.ratelimit import Bucket, LocalBuckets, Rate, SharedBuckets
 from legacy.launcher import RunningEstate
-from tests.support import DEMO_CONFIG, REDIS_TEST_URL, ServedGateway, missing_service, serve_gateway
+from tests.support import (
+    DEMO_CONFIG,
+    REDIS_TEST_URL,
+    ManualClock,
+    ServedGateway,
+    missing_service,
+    serve_gateway,
+)
 
 pytestmark = pytest.mark.redis
 UNREACHABLE = "redis://127.0.0.1:1/0"
-
-
-class ManualClock:
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
 
 
 @pytest.fixture
