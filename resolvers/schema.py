@@ -10,6 +10,8 @@ import strawberry
 from graphql import FieldNode, GraphQLError, OperationDefinitionNode
 from strawberry import relay
 from strawberry.extensions import SchemaExtension
+from strawberry.schema.config import StrawberryConfig
+from strawberry.schema.name_converter import NameConverter
 from strawberry.types import ExecutionContext
 from strawberry.types.graphql import OperationType
 
@@ -81,6 +83,16 @@ def _shareable(execution: ExecutionContext) -> bool:
     return all(isinstance(s, FieldNode) and s.name.value in SHAREABLE_ROOT_FIELDS for s in roots)
 
 
+class RememberedNames(NameConverter):
+    """Strawberry's names, each worked out once: it converts every argument's (and input
+    field's) Python name to camel case again on every call of a resolver, hundreds of times
+    for one listing."""
+
+    @functools.cache  # noqa: B019 - one converter per schema, for the process's life
+    def apply_naming_config(self, name: str) -> str:
+        return super().apply_naming_config(name)
+
+
 class GatewaySchema(strawberry.Schema):
     def process_errors(
         self, errors: list[GraphQLError], execution_context: ExecutionContext | None = None
@@ -103,4 +115,5 @@ def build_schema() -> strawberry.Schema:
             ShareableAnswers,
         ],
         execution_context_class=LeafFastPathExecutionContext,
+        config=StrawberryConfig(name_converter=RememberedNames()),
     )

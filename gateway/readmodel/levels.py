@@ -72,6 +72,11 @@ class LocalLevel:
         self._entries.move_to_end(key)
         return value
 
+    def holds(self, key: str) -> bool:
+        """Whether ``get`` would find ``key`` now (without counting as a use)."""
+        found = self._entries.get(key)
+        return found is not None and found[0] > self._clock()
+
     def put(self, key: str, value: object, ttl: float) -> None:
         self._entries[key] = (self._clock() + ttl, value)
         self._entries.move_to_end(key)

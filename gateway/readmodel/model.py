@@ -370,6 +370,14 @@ class ReadModel:
             raise PartialAnswer(partial.backend, partial.detail, had, unanswered) from partial
         return self._remembered(entries)
 
+    def holds_prices(self, skus: Sequence[str]) -> bool:
+        """Whether this process holds the base-zone price of every SKU: a lookup of them then
+        answers without leaving the process."""
+        kind = self._base_prices
+        return self._holding and all(
+            self.local.holds(kind.local_key(f"{sku}|{BASE_ZONE}")) for sku in skus
+        )
+
     def last_known(self, skus: Sequence[str], store_id: str | None = None) -> dict[str, Price]:
         """The last price this process read for each SKU in ``store_id``'s zone, however old
         and whatever has changed since: for display, flagged, while the engine cannot answer."""
