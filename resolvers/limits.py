@@ -20,6 +20,7 @@ from gateway.limits import (
     LimitExceeded,
     bad_string,
     measure,
+    too_many_tokens,
 )
 
 log = logging.getLogger("gateway.limits")
@@ -42,6 +43,10 @@ class DocumentGuard(ValidationCache):
             raise LimitExceeded(
                 f"the document is longer than {limits.max_document_length} characters",
                 DOCUMENT_TOO_LARGE,
+            )
+        if too_many_tokens(context.query or "", limits.max_tokens):
+            raise LimitExceeded(
+                f"the document has more than {limits.max_tokens} tokens", TOO_MANY_TOKENS
             )
         try:
             context.graphql_document = self._parse(

@@ -20,6 +20,7 @@ from strawberry.subscriptions.protocols.graphql_transport_ws.types import (
 
 from gateway.admission import OVERLOADED, AdmissionLimit
 from gateway.context import Context
+from gateway.limits import too_many_tokens
 from gateway.persisted import PersistedOperations, PersistedRefusal
 from gateway.ratelimit import RATE_LIMITED, TokenTaker
 from gateway.security import Channel, Refusal
@@ -92,6 +93,8 @@ def _is_subscription(operation: Operation[Context, None], context: Context) -> b
     limits = context.channel.limits
     if len(operation.query) > limits.max_document_length:
         return False  # refused by the schema's limits, at once
+    if too_many_tokens(operation.query, limits.max_tokens):
+        return False
     try:
         document = _parse(
             operation.query,
