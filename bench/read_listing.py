@@ -30,7 +30,7 @@ import sys
 import threading
 import time
 from collections import Counter
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -390,9 +390,9 @@ class Answer:
     failure: str | None = None
 
 
-async def listing(client: httpx.AsyncClient) -> Answer:
+async def listing(client: httpx.AsyncClient, body: Mapping[str, object] = LISTING_BODY) -> Answer:
     try:
-        response = await client.post("/graphql", json=LISTING_BODY)
+        response = await client.post("/graphql", json=body)
     except httpx.HTTPError as exc:
         return Answer(None, type(exc).__name__)
     if response.status_code != 200:
@@ -420,17 +420,23 @@ def _skus(data: dict[str, Any]) -> int:
     return sum(len(edge["node"]["variants"]) for edge in data["products"]["edges"])
 
 
-async def run_level(gateway: Gateway, concurrency: int, requests: int, cap: float) -> Tally:
+async def run_level(
+    gateway: Gateway,
+    concurrency: int,
+    requests: int,
+    cap: float,
+    body: Callable[[int], Mapping[str, object]] = lambda _: LISTING_BODY,
+) -> Tally:
     """``requests`` listings from ``concurrency`` workers, each starting no new request once
-    ``cap`` seconds have passed."""
+    ``cap`` seconds have passed; the ``n``th listing sends ``body(n)``."""
     tally = Tally()
     issued = itertools.count()
     deadline = time.perf_counter() + cap
 
     async def worker(client: httpx.AsyncClient) -> None:
-        while next(issued) < requests and time.perf_counter() < deadline:
+        while (n := next(issued)) < requests and time.perf_counter() < deadline:
             started = time.perf_counter()
-            answer = await listing(client)
+            answer = await listing(client, body(n))
             if answer.failure is not None:
                 tally.failures[answer.failure] += 1
             else:
