@@ -391,17 +391,32 @@ def _variable_defaults(document: DocumentNode) -> dict[str, object]:
 # --------------------------------------------------------------------------- strings
 
 
+# Documents whose literals were found clean, per (document's identity, length limit); the
+# document is kept with its entry so that its identity cannot be reused. Parsed documents come
+# from the parse cache, so the same few come again and again; walking one again costs more than
+# the rest of a small order's checks.
+_CLEAN_LITERALS: dict[tuple[int, int], DocumentNode] = {}
+CLEAN_LITERALS_MEMORY: Final = 1024
+
+
 def bad_string(
     document: DocumentNode, variables: Mapping[str, object] | None, max_length: int
 ) -> GraphQLError | None:
     """The first string in ``document``'s literals or in ``variables`` that holds a control
     character or is longer than ``max_length``, as a ``BAD_USER_INPUT`` error naming it."""
-    for node in _string_literals(document):
-        problem = _string_problem(node.value, max_length)
-        if problem is not None:
-            return GraphQLError(
-                f"a string argument {problem}", nodes=[node], extensions={"code": BAD_USER_INPUT}
-            )
+    key = (id(document), max_length)
+    if _CLEAN_LITERALS.get(key) is not document:
+        for node in _string_literals(document):
+            problem = _string_problem(node.value, max_length)
+            if problem is not None:
+                return GraphQLError(
+                    f"a string argument {problem}",
+                    nodes=[node],
+                    extensions={"code": BAD_USER_INPUT},
+                )
+        if len(_CLEAN_LITERALS) >= CLEAN_LITERALS_MEMORY:
+            _CLEAN_LITERALS.clear()
+        _CLEAN_LITERALS[key] = document
     for where, text in _strings(variables or {}, "$"):
         problem = _string_problem(text, max_length)
         if problem is not None:

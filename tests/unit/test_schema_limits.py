@@ -109,3 +109,19 @@ def test_tabs_newlines_and_any_script_are_ordinary_text() -> None:
     document = parse('{ product(sku: "Zürich\\tΩμέ\\n歩") { name } }')
 
     assert bad_string(document, {"note": "a\r\nb"}, max_length=100) is None
+
+
+def test_a_document_found_clean_is_still_checked_for_a_shorter_limit_and_its_variables() -> None:
+    # given a document whose literals passed once, at one length limit
+    document = parse('query($note: String) { product(sku: "ABCDEFGHIJ") { name } }')
+    assert bad_string(document, {}, max_length=100) is None
+
+    # then the same document is refused at a lower limit, and for a bad variable
+    shorter = bad_string(document, {}, max_length=5)
+    assert shorter is not None
+    assert shorter.message == "a string argument is longer than 5 characters"
+    variable = bad_string(document, {"note": "\x07"}, max_length=100)
+    assert variable is not None
+    assert variable.extensions == {"code": "BAD_USER_INPUT", "variable": "$note"}
+    # and a new document with the same text is walked for itself
+    assert bad_string(parse('{ product(sku: "a\\u0000") { name } }'), {}, 100) is not None
