@@ -156,13 +156,13 @@ class StoreStockType:
     def from_domain(
         cls, stock: LocationStock, as_of: datetime | None, *, stale: bool = False
     ) -> StoreStockType:
-        distance = None if stock.distance_km is None else round(stock.distance_km, 3)
+        store = StoreType.shown(stock.location, stock.distance_km)
         return cls(
-            store=StoreType.from_domain(stock.location, distance),
+            store=store,
             available=stock.available,
             on_hand=stock.on_hand,
             reserved=stock.reserved,
-            distance_km=distance,
+            distance_km=store.distance_km,
             as_of=as_of,
             stale=stale,
         )

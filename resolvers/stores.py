@@ -5,7 +5,7 @@ from __future__ import annotations
 import datetime
 import enum
 from collections.abc import Iterable
-from typing import Annotated
+from typing import Annotated, Final
 
 import strawberry
 from strawberry import relay
@@ -54,6 +54,10 @@ class OpeningHoursType:
         )
 
 
+SHOWN_MEMORY: Final = 10_000  # (store, distance) pairs: stores near the points asked about
+_SHOWN: dict[tuple[str, float | None], StoreType] = {}
+
+
 @strawberry.type(
     name="Store", description="A store or a distribution centre (kind DISTRIBUTION_CENTER)."
 )
@@ -71,6 +75,19 @@ class StoreType(relay.Node):
     def from_domain(cls, location: Location, distance_km: float | None = None) -> StoreType:
         distance = None if distance_km is None else round(distance_km, 3)
         return cls(code=location.id, name=location.name, distance_km=distance, domain=location)
+
+    @classmethod
+    def shown(cls, location: Location, distance_km: float | None = None) -> StoreType:
+        """``from_domain``, remembered: a listing shows the same few stores near a point once
+        per variant, hundreds of times. An entry is made again when the store master was
+        reloaded (another ``Location`` object)."""
+        key = (location.id, distance_km)
+        found = _SHOWN.get(key)
+        if found is None or found.domain is not location:
+            if len(_SHOWN) >= SHOWN_MEMORY:
+                _SHOWN.clear()
+            found = _SHOWN[key] = cls.from_domain(location, distance_km)
+        return found
 
     @classmethod
     def resolve_id(cls, root: StoreType, *, info: Info) -> str:
