@@ -4,6 +4,9 @@ What this adapter absorbs: the OMS's own order shape and fulfilment codes, amoun
 strings with the currency once per order, ISO 8601 timestamps, and its status codes. The OMS is
 idempotent by ``externalOrderId`` (our order id), so resubmitting after a 503 or a lost answer
 is safe and returns the original number; retrying is left to the caller (the outbox).
+
+Its status feed (``/api/orders/changes``) numbers every change; the numbers are the cursors.
+A shipment's ``goodsIssue.postedAt`` is when the ERP booked the units out.
 """
 
 from __future__ import annotations
@@ -24,6 +27,9 @@ from adapters.ports import (
     BackendUnavailable,
     Money,
     OmsReceipt,
+    OmsStatus,
+    OrderStatusChange,
+    OrderStatusChanges,
     OrderSubmission,
 )
 
@@ -36,6 +42,8 @@ FULFILMENT_TYPES: Mapping[str, str] = {
 }
 """Our fulfilment names to the OMS's codes. An unknown name is passed through for the OMS to
 refuse."""
+FEED_LIMIT = 1000
+"""The most changes the OMS answers per read."""
 
 
 class RestOmsOrderIntake:
@@ -78,15 +86,33 @@ class RestOmsOrderIntake:
         _raise_for_status(response)
         return _decode(response)
 
+    async def status_changes(self, since: str | None, limit: int = 100) -> OrderStatusChanges:
+        params: dict[str, str | int] = {
+            "since": since or "0",
+            "limit": max(1, min(limit, FEED_LIMIT)),
+        }
+        response = await self._send("GET", "/api/orders/changes", params=params)
+        _raise_for_status(response)
+        try:
+            return status_changes(response.json())
+        except (KeyError, TypeError, ValueError, AttributeError) as exc:
+            raise BackendRejected(
+                BACKEND, f"unreadable status change after {since}: {exc!r}", "MALFORMED_CHANGE"
+            ) from exc
+
     async def aclose(self) -> None:
         await self._client.aclose()
 
     async def _send(
-        self, method: str, path: str, json: Mapping[str, object] | None = None
+        self,
+        method: str,
+        path: str,
+        json: Mapping[str, object] | None = None,
+        params: Mapping[str, str | int] | None = None,
     ) -> httpx.Response:
         try:
             async with self._slots:
-                return await self._client.request(method, path, json=json)
+                return await self._client.request(method, path, json=json, params=params)
         except httpx.TimeoutException as exc:
             raise BackendTimedOut(BACKEND, f"no answer in time ({exc.__class__.__name__})") from exc
         except httpx.TransportError as exc:
@@ -170,3 +196,33 @@ def _decode(response: httpx.Response) -> OmsReceipt:
     except (KeyError, TypeError, ValueError, AttributeError) as exc:
         path = response.request.url.path
         raise BackendError(BACKEND, f"unexpected body from {path}: {exc!r}") from exc
+
+
+def status_changes(body: Any) -> OrderStatusChanges:
+    """The OMS's feed answer as domain changes (raises KeyError, TypeError or ValueError for
+    anything malformed: the whole answer is refused, never an entry skipped)."""
+    changes = tuple(_status_change(row) for row in body["changes"])
+    return OrderStatusChanges(changes, str(int(body["lastSeq"])))
+
+
+def _status_change(row: Any) -> OrderStatusChange:
+    code = str(row["status"]) if isinstance(row["status"], str) else None
+    if code is None:
+        raise TypeError(f"status {row['status']!r} of change {row.get('seq')!r}")
+    status = OmsStatus[code] if code in OmsStatus.__members__ else OmsStatus.OTHER
+    goods_issue = row.get("goodsIssue")
+    booked = None if not goods_issue else _aware(str(goods_issue["postedAt"]))
+    return OrderStatusChange(
+        order_id=str(row["externalOrderId"]),
+        status=status,
+        at=_aware(str(row["changedAt"])),
+        cursor=str(int(row["seq"])),
+        stock_booked_at=booked,
+    )
+
+
+def _aware(text: str) -> datetime:
+    moment = datetime.fromisoformat(text)
+    if moment.tzinfo is None:
+        raise ValueError(f"timestamp without an offset: {text!r}")
+    return moment.astimezone(UTC)

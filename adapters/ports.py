@@ -493,6 +493,38 @@ class OmsReceipt:
     received_at: datetime
 
 
+class OmsStatus(enum.Enum):
+    """What the OMS says happened to an order."""
+
+    RECEIVED = "RECEIVED"
+    SHIPPED = "SHIPPED"  # every unit left its location
+    CANCELLED = "CANCELLED"  # cancelled at the OMS
+    OTHER = "OTHER"  # any status of the OMS's own that the gateway does not act on
+
+
+@dataclass(frozen=True, slots=True)
+class OrderStatusChange:
+    """An entry of the OMS's status feed: order ``order_id`` (the gateway's id) took ``status``
+    at ``at``. ``cursor`` is the position to pass as ``since`` to read the entries after it.
+
+    ``stock_booked_at`` (SHIPPED only): when the ERP booked the goods issue of the shipment, on
+    the clock of the ERP's stock levels (``StockLevel.updated_at``): a level of a shipped
+    location updated at or after it counts the units as gone. None when the OMS cannot say;
+    the gateway then takes ``at``."""
+
+    order_id: str
+    status: OmsStatus
+    at: datetime
+    cursor: str
+    stock_booked_at: datetime | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class OrderStatusChanges:
+    changes: tuple[OrderStatusChange, ...]
+    cursor: str
+
+
 @runtime_checkable
 class OrderIntakePort(Protocol):
     """Order hand-off (the order management system)."""
@@ -504,6 +536,15 @@ class OrderIntakePort(Protocol):
 
     async def receipts(self, order_ids: Sequence[str]) -> Mapping[str, OmsReceipt]:
         """Receipts of orders the OMS has. Unknown ids are absent."""
+        ...
+
+    async def status_changes(self, since: str | None, limit: int = 100) -> OrderStatusChanges:
+        """Up to ``limit`` status changes after ``since`` (None: from the start of the feed),
+        oldest first, for every order the OMS holds. The batch's ``cursor`` is the position of
+        its last entry, or ``since`` itself when there is nothing new (the start when None).
+        Cursors of a feed that numbers its entries are those numbers, in decimal. Raises
+        BackendUnavailable; BackendRejected (``MALFORMED_CHANGE``) when an entry cannot be
+        read, so that no entry is ever skipped."""
         ...
 
     async def aclose(self) -> None: ...

@@ -54,6 +54,7 @@ from gateway.orders.delivery import handlers
 from gateway.orders.outbox import OutboxWorker, purge_forever
 from gateway.orders.placement import OrderService
 from gateway.orders.runtime import Orders
+from gateway.orders.shipments import OrderStatusUpdates
 from gateway.orders.store import IdempotencyKeys, OrderReader
 from gateway.persisted import PersistedOperations
 from gateway.promotions import LoyaltyProgram
@@ -123,7 +124,7 @@ def create_app(
             orders = _orders(config.orders, database, ledger, cart, directory, ports, shared)
             stock = _stock_positions(config.read_model, ledger, shared.bus)
             live = LiveHub(shared.bus, ledger, shared.reads.prices, config.subscriptions.max_lag)
-            followers = reading.followers_for(config, shared, database, ledger, ports)
+            followers = reading.followers_for(config, shared, database, ledger, ports, orders)
             await reading.catch_up(followers)
             freshness = FeedFreshness(followers, shared.link, shared.namespace)
             if shared.responses is not None:
@@ -248,7 +249,9 @@ def _orders(
         policy=policy,
         clock=_now,
     )
-    return Orders(service, OrderChanges(database, ledger, clock=_now), reader)
+    changes = OrderChanges(database, ledger, clock=_now)
+    statuses = OrderStatusUpdates(database, ledger, changes, clock=_now)
+    return Orders(service, changes, reader, statuses)
 
 
 async def _load_stock(ledger: InventoryLedger, ports: Backends) -> None:

@@ -145,9 +145,11 @@ class SecurityConfig(_Strict):
 
 
 class OrdersConfig(_Strict):
-    """Sourcing policy, and how often stock and the outbox are worked through."""
+    """Sourcing policy, and how often stock, the OMS's statuses and the outbox are worked
+    through."""
 
     stock_sync_interval: float = Field(default=0.25, gt=0)  # seconds between ERP change reads
+    status_sync_interval: float = Field(default=0.25, gt=0)  # between OMS status feed reads
     outbox: bool = True  # deliver the outbox from this process
     outbox_batch: int = Field(default=50, ge=1)
     max_shipments: int = Field(default=3, ge=1)

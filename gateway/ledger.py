@@ -245,10 +245,41 @@ class InventoryLedger:
         return held
 
     async def release(self, connection: AsyncConnection, items: Sequence[Reservation]) -> None:
-        """Give back held units (an order cancelled, or shipped and booked by the ERP), in the
-        caller's transaction and the same (location, SKU) order as ``reserve``. ``reserved``
-        never drops below zero; positions that do not exist are left alone."""
+        """Give back held units (an order cancelled, or lines returned), in the caller's
+        transaction and the same (location, SKU) order as ``reserve``. ``reserved`` never drops
+        below zero; positions that do not exist are left alone."""
+        await self._give_back(connection, items, None)
+
+    async def consume(
+        self, connection: AsyncConnection, items: Sequence[Reservation], booked_at: datetime
+    ) -> list[Reservation]:
+        """Give back the held units of a shipment whose goods issue the ERP booked at
+        ``booked_at``, but only at positions whose on hand already shows it: those the ERP's
+        feed has updated at or after that time (``erp_updated_at``). Until then the units
+        count as on hand *and* reserved, so available-to-promise stays down; releasing them
+        earlier would promise units that have left. The check and the release are one
+        conditional UPDATE per position, in the caller's transaction and the lock order of
+        ``reserve``, so a feed page applied concurrently is either seen or waited for.
+
+        Returns the items (merged per position) still waiting for the ERP; a position that does
+        not exist holds nothing and is not waited for."""
+        waiting = await self._give_back(connection, items, booked_at)
+        return [
+            Reservation(location_id, sku, quantity)
+            for (location_id, sku), quantity in waiting
+            if await _exists(connection, location_id, sku)
+        ]
+
+    async def _give_back(
+        self,
+        connection: AsyncConnection,
+        items: Sequence[Reservation],
+        booked_at: datetime | None,
+    ) -> list[tuple[tuple[str, str], int]]:
+        """Lower ``reserved`` by each item (``booked_at``: only where the ERP's level is as of
+        then or later); the merged items whose position was not updated."""
         now = self._clock()
+        missed = []
         for (location_id, sku), quantity in _merged(items):
             remaining = case(
                 (_positions.c.reserved > quantity, _positions.c.reserved - quantity), else_=0
@@ -258,7 +289,11 @@ class InventoryLedger:
                 .where(_positions.c.location_id == location_id, _positions.c.sku == sku)
                 .values(reserved=remaining, updated_at=now)
             )
-            await connection.execute(statement)
+            if booked_at is not None:
+                statement = statement.where(_positions.c.erp_updated_at >= booked_at)
+            if (await connection.execute(statement)).rowcount != 1:
+                missed.append(((location_id, sku), quantity))
+        return missed
 
     async def restock(
         self, connection: AsyncConnection, location_id: str, sku: str, quantity: int
@@ -421,6 +456,13 @@ def _merged(items: Iterable[Reservation]) -> list[tuple[tuple[str, str], int]]:
         key = (item.location_id, item.sku)
         merged[key] = merged.get(key, 0) + item.quantity
     return sorted(merged.items())
+
+
+async def _exists(connection: AsyncConnection, location_id: str, sku: str) -> bool:
+    query = select(_positions.c.sku).where(
+        _positions.c.location_id == location_id, _positions.c.sku == sku
+    )
+    return (await connection.execute(query)).first() is not None
 
 
 async def _available(connection: AsyncConnection, location_id: str, sku: str) -> int:

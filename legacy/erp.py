@@ -333,7 +333,7 @@ def create_app(settings: SimSettings) -> Starlette:
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[dict[str, AsyncEngine]]:
-        engine = _control_engine(url)
+        engine = control_engine(url)
         try:
             yield {"engine": engine}
         finally:
@@ -349,17 +349,18 @@ def create_app(settings: SimSettings) -> Starlette:
         except ValueError as exc:
             return JSONResponse({"error": str(exc)}, status_code=400)
         engine: AsyncEngine = request.state.engine
-        unknown = await _unknown_stores(engine, {store for store, _ in deltas})
+        unknown = await unknown_stores(engine, {store for store, _ in deltas})
         if unknown:
             return JSONResponse({"error": "unknown stores", "stores": unknown}, status_code=422)
-        at = await _apply_movements(engine, deltas)
+        at = await book_movements(engine, deltas)
         return JSONResponse({"applied": len(deltas), "at": at.isoformat()})
 
     routes = [*simulator.routes(), Route("/movements", movements, methods=["POST"])]
     return Starlette(routes=routes, lifespan=lifespan, middleware=[Middleware(HeldAnswers)])
 
 
-def _control_engine(url: str) -> AsyncEngine:
+def control_engine(url: str) -> AsyncEngine:
+    """An engine over the ERP's tables for booking movements (the control server's, the OMS's)."""
     parsed = make_url(url)
     if parsed.get_backend_name() == "postgresql":
         # The seeder drops and recreates the tables while this server may be running; cached
@@ -400,14 +401,17 @@ def _parse_movement(movement: object, number: int) -> tuple[str, str, Decimal]:
     return store.strip(), sku.strip(), quantity
 
 
-async def _unknown_stores(engine: AsyncEngine, stores: set[str]) -> list[str]:
+async def unknown_stores(engine: AsyncEngine, stores: set[str]) -> list[str]:
+    """The codes of ``stores`` the ERP has no master record for, sorted."""
     query = select(STORES.c.STORE_NO).where(STORES.c.STORE_NO.in_([store_no(s) for s in stores]))
     async with engine.connect() as connection:
         known = {code.strip() for code in (await connection.scalars(query))}
     return sorted(stores - known)
 
 
-async def _apply_movements(engine: AsyncEngine, deltas: dict[tuple[str, str], Decimal]) -> datetime:
+async def book_movements(engine: AsyncEngine, deltas: dict[tuple[str, str], Decimal]) -> datetime:
+    """Add each (store, sku) delta to ``QTY_ON_HAND`` in one transaction, stamping ``LAST_UPD``;
+    returns the stamp (naive Berlin wall-clock time, as the column holds it)."""
     at = berlin_wall_clock(datetime.now(BERLIN))
     records = [
         {"STORE_NO": store_no(store), "ITEM_NO": item_no(sku), "QTY_ON_HAND": delta, "LAST_UPD": at}

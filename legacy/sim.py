@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import random
 from collections import Counter
+from collections.abc import Callable
 from contextvars import ContextVar
 from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
@@ -108,6 +109,8 @@ class Simulator:
         self._initial = replace(self.knobs)
         self.calls: Counter[str] = Counter()
         self._random = random.Random(seed)
+        self.on_reset: list[Callable[[], None]] = []
+        """What a system resets of its own (fault knobs of its protocol) on ``/_sim/reset``."""
 
     async def call(self, operation: str) -> None:
         self.calls[operation] += 1
@@ -149,6 +152,8 @@ class Simulator:
         """Clear the counters and set every knob back to the value it had at start."""
         self.calls.clear()
         self.knobs.update(asdict(self._initial))
+        for reset in self.on_reset:
+            reset()
         return JSONResponse({"system": self.name, "reset": True})
 
 

@@ -26,6 +26,7 @@ strawberry.enum(Fulfilment, name="Fulfillment")  # the sourcing engine's enum, a
 class OrderStatus(enum.Enum):
     ACCEPTED = "ACCEPTED"
     SUBMITTED = "SUBMITTED"
+    SHIPPED = "SHIPPED"
     CANCELLED = "CANCELLED"
 
 
@@ -169,6 +170,9 @@ class OrderType:
     amount_due: MoneyType
     oms_order_number: str | None = strawberry.field(description="Once the OMS has confirmed.")
     placed_at: datetime.datetime
+    shipped_at: datetime.datetime | None = strawberry.field(
+        description="When the OMS reported every unit shipped."
+    )
     store_id: strawberry.Private[str | None]
     attributed_store_id: strawberry.Private[str | None]
 
@@ -212,6 +216,7 @@ class OrderType:
             amount_due=money(order.amount_due),
             oms_order_number=order.oms_order_number,
             placed_at=order.placed_at,
+            shipped_at=order.shipped_at,
             store_id=order.store_id,
             attributed_store_id=order.attributed_store_id,
         )

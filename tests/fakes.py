@@ -34,7 +34,10 @@ from adapters.ports import (
     LoyaltyReceipt,
     Money,
     OmsReceipt,
+    OmsStatus,
     OpeningHours,
+    OrderStatusChange,
+    OrderStatusChanges,
     OrderSubmission,
     Price,
     Product,
@@ -395,13 +398,15 @@ class FakeLoyalty(FakeBackend):
 
 
 class FakeOrderIntake(FakeBackend):
-    """``OrderIntakePort`` that keeps what it is handed: ``orders`` by order id, in order."""
+    """``OrderIntakePort`` that keeps what it is handed: ``orders`` by order id, in order, and
+    the status feed of each, which ``ship`` and ``cancel`` add to as the OMS would."""
 
     backend = "oms"
 
     def __init__(self, clock: Callable[[], datetime] | None = None) -> None:
         super().__init__()
         self.orders: dict[str, OrderSubmission] = {}
+        self.feed: list[OrderStatusChange] = []
         self._receipts: dict[str, OmsReceipt] = {}
         self._clock = clock or Ticker()
 
@@ -411,11 +416,29 @@ class FakeOrderIntake(FakeBackend):
             number = f"OMS-{len(self._receipts) + 1:07d}"
             self._receipts[order.order_id] = OmsReceipt(order.order_id, number, self._clock())
             self.orders[order.order_id] = order
+            self._record(order.order_id, OmsStatus.RECEIVED)
         return self._receipts[order.order_id]
 
     async def receipts(self, order_ids: Sequence[str]) -> Mapping[str, OmsReceipt]:
         await self._call("receipts")
         return {key: self._receipts[key] for key in order_ids if key in self._receipts}
+
+    async def status_changes(self, since: str | None, limit: int = 100) -> OrderStatusChanges:
+        await self._call("status_changes")
+        start = int(since or 0)
+        changes = tuple(self.feed[start : start + max(limit, 1)])
+        return OrderStatusChanges(changes, changes[-1].cursor if changes else str(start))
+
+    async def ship(self, order_id: str, booked_at: datetime | None = None) -> None:
+        """The OMS ships the whole order; its goods issue was booked at ``booked_at``."""
+        self._record(order_id, OmsStatus.SHIPPED, booked_at)
+
+    async def cancel(self, order_id: str) -> None:
+        self._record(order_id, OmsStatus.CANCELLED)
+
+    def _record(self, order_id: str, status: OmsStatus, booked_at: datetime | None = None) -> None:
+        cursor = str(len(self.feed) + 1)
+        self.feed.append(OrderStatusChange(order_id, status, self._clock(), cursor, booked_at))
 
 
 # --------------------------------------------------------------------------- the demo estate

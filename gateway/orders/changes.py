@@ -26,6 +26,7 @@ class ChangeError(enum.Enum):
     NOT_FOUND = "NOT_FOUND"
     ALREADY_CANCELLED = "ALREADY_CANCELLED"
     ALREADY_RETURNED = "ALREADY_RETURNED"  # lines came back: it can no longer be cancelled
+    ALREADY_SHIPPED = "ALREADY_SHIPPED"  # it left: return its lines instead
     NOT_IN_ORDER = "NOT_IN_ORDER"
     TOO_MANY_RETURNED = "TOO_MANY_RETURNED"
     INVALID_QUANTITY = "INVALID_QUANTITY"
@@ -84,12 +85,16 @@ class OrderChanges:
 
     async def cancel(self, order_id: str) -> Changed | Refusal:
         """Release the order's reservations, give back the points it spent and take back the
-        points it earned (both through the outbox). Cancelling twice is refused."""
+        points it earned (both through the outbox). Cancelling twice is refused, and so is
+        cancelling an order that has shipped."""
         try:
             async with self._engine.begin() as connection:
                 order = await _locked(connection, order_id)
                 if order.status is OrderStatus.CANCELLED:
                     raise _Refused(Refusal(ChangeError.ALREADY_CANCELLED, "already cancelled"))
+                if order.status is OrderStatus.SHIPPED:
+                    message = "the order has shipped; return its lines instead"
+                    raise _Refused(Refusal(ChangeError.ALREADY_SHIPPED, message))
                 if any(line.returned_quantity for line in order.lines):
                     message = "lines of this order were returned; return the rest instead"
                     raise _Refused(Refusal(ChangeError.ALREADY_RETURNED, message))

@@ -6,6 +6,7 @@ from dataclasses import dataclass
 
 from gateway.orders.changes import OrderChanges
 from gateway.orders.placement import OrderService
+from gateway.orders.shipments import OrderStatusUpdates
 from gateway.orders.store import OrderReader
 
 
@@ -14,3 +15,4 @@ class Orders:
     service: OrderService
     changes: OrderChanges
     reader: OrderReader
+    statuses: OrderStatusUpdates  # what the OMS reports: shipments, cancellations

@@ -34,6 +34,7 @@ ONE = Decimal(1)
 class OrderStatus(enum.Enum):
     ACCEPTED = "ACCEPTED"  # committed here, on its way to the OMS
     SUBMITTED = "SUBMITTED"  # the OMS confirmed it (``oms_order_number``)
+    SHIPPED = "SHIPPED"  # the OMS shipped every unit (``shipped_at``)
     CANCELLED = "CANCELLED"
 
 
@@ -114,6 +115,7 @@ class Order:
     updated_at: datetime
     lines: tuple[OrderLine, ...]
     allocations: tuple[OrderAllocation, ...]
+    shipped_at: datetime | None = None
 
 
 def line_points(priced: PricedBasket) -> list[int]:
@@ -132,7 +134,7 @@ _JSON_COLUMNS = ("destination", "coupon_codes", "promotions")
 _HEAD_COLUMNS = tuple(
     column.name
     for column in orders.columns
-    if column.name not in ("oms_order_number", "updated_at")
+    if column.name not in ("oms_order_number", "updated_at", "shipped_at", "pending_goods_issue_at")
 )
 _HEAD_VALUES = ", ".join(
     f"CAST(:{name} AS JSON)" if name in _JSON_COLUMNS else f":{name}" for name in _HEAD_COLUMNS
@@ -532,6 +534,7 @@ def _order(
             for p in head.promotions
         ),
         oms_order_number=head.oms_order_number,
+        shipped_at=head.shipped_at,
         placed_at=head.placed_at,
         updated_at=head.updated_at,
         lines=tuple(lines),

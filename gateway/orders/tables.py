@@ -46,8 +46,13 @@ orders = Table(
     Column("oms_order_number", String(64)),
     Column("placed_at", UtcDateTime(), nullable=False),
     Column("updated_at", UtcDateTime(), nullable=False),
+    Column("shipped_at", UtcDateTime()),  # when the OMS shipped it (revision 0007)
+    # While a shipped order still holds reservations: when the ERP booked its goods issue, which
+    # the ledger's positions must show before the reservations are consumed (revision 0007).
+    Column("pending_goods_issue_at", UtcDateTime()),
     Index(None, "customer_id", "placed_at"),
     Index(None, "attributed_store_id", "placed_at"),
+    Index(None, "pending_goods_issue_at"),
 )
 
 order_lines = Table(

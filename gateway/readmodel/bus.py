@@ -36,6 +36,7 @@ FEED_KINDS: Final[Mapping[str, str]] = {
     "promotions": "promotions",
     "erp": "stock",
     "ledger": "stock",  # sales, cancels and returns on any instance
+    "oms": "stock",  # shipments and cancellations at the OMS
 }
 """Each feed and the kind of entity its changes name."""
 

@@ -23,7 +23,7 @@ import itertools
 import logging
 import time
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -123,14 +123,19 @@ class SequencedFeed:
 
 
 def _gap(since: str | None, cursors: list[str]) -> tuple[str, str] | None:
-    """The first two consecutive numbered positions that are not one apart, if the feed numbers
-    its entries (an opaque cursor cannot show a gap)."""
+    return in_sequence(since, cursors)[1]
+
+
+def in_sequence(since: str | None, cursors: Sequence[str]) -> tuple[int, tuple[str, str] | None]:
+    """How many of ``cursors`` follow ``since`` one by one, and the first two consecutive
+    numbered positions that are not one apart, if any. Only a feed that numbers its entries
+    can show a gap (an opaque cursor cannot); nor can a read from the start (``since`` None)."""
     if since is None or not cursors or not all(c.isdigit() for c in [since, *cursors]):
-        return None
-    for before, after in itertools.pairwise([since, *cursors]):
+        return len(cursors), None
+    for index, (before, after) in enumerate(itertools.pairwise([since, *cursors])):
         if int(after) != int(before) + 1:
-            return before, after
-    return None
+            return index, (before, after)
+    return len(cursors), None
 
 
 def catalogue_feed(catalogue: CataloguePort) -> SequencedFeed:
@@ -161,18 +166,27 @@ class RulebookFeed:
 
 class StockFeed:
     """The ERP's stock changes, applied to the inventory ledger (which keeps its own cursor,
-    moved in the same transaction as the rows); the SKUs applied are the changes."""
+    moved in the same transaction as the rows); the SKUs applied are the changes. ``then``
+    runs after each read (the reservations of shipments whose goods issue the ledger now
+    shows are consumed there); the SKUs it moved are changes too."""
 
     name = "erp"
 
-    def __init__(self, ledger: InventoryLedger, inventory: InventoryPort) -> None:
+    def __init__(
+        self,
+        ledger: InventoryLedger,
+        inventory: InventoryPort,
+        then: Callable[[], Awaitable[Sequence[str]]] | None = None,
+    ) -> None:
         self._ledger = ledger
         self._inventory = inventory
+        self._then = then
 
     async def read(self, cursor: str | None) -> FeedRead:
         levels: list[StockLevel] = []
         await self._ledger.load_from(self._inventory, applied_levels=levels)
-        keys = tuple(dict.fromkeys(level.sku for level in levels))
+        moved = [] if self._then is None else await self._then()
+        keys = tuple(dict.fromkeys([*(level.sku for level in levels), *moved]))
         return FeedRead(keys, None)
 
 
@@ -273,13 +287,15 @@ class Follower:
             self._cursor_known = True
         since = self._cursor
         read = await self.source.read(since)
-        if not read.keys and not read.everything:
-            return False
-        if durable and self._lease is not None:
-            if not await self._publish(read):
-                return False  # Redis did not take it: the stored cursor stays, to publish again
-        else:
-            self._apply_here(read)
+        moves = read.cursor is not None and read.cursor != since
+        if read.keys or read.everything:
+            if durable and self._lease is not None:
+                if not await self._publish(read):
+                    return False  # Redis did not take it: the stored cursor stays, to publish again
+            else:
+                self._apply_here(read)
+        elif not moves:
+            return False  # nothing read (a source that only moves its cursor still moves it)
         if read.cursor is not None and read.cursor != since:
             if durable:
                 async with self._database.connect() as connection:

@@ -15,6 +15,8 @@ from gateway.backends import Backends
 from gateway.config import GatewayConfig, ReadModelConfig
 from gateway.ledger import InventoryLedger
 from gateway.live import LiveHub
+from gateway.orders.runtime import Orders
+from gateway.orders.shipments import OrderStatusFeed
 from gateway.readmodel.bus import ChangeBus
 from gateway.readmodel.feeds import (
     FeedSource,
@@ -79,13 +81,21 @@ def followers_for(
     database: AsyncEngine,
     ledger: InventoryLedger,
     ports: Backends,
+    orders: Orders,
 ) -> list[Follower]:
-    """A follower for each feed: the ERP's always (it keeps the ledger's stock), the others
-    when the read model is on."""
+    """A follower for each feed: the ERP's and the OMS's always (they keep the ledger's stock:
+    on hand, and the reservations that shipments consume), the others when the read model is
+    on."""
     settings = config.read_model
     lease = settings.lease_ttl
-    sources: list[FeedSource] = [StockFeed(ledger, ports.inventory)]
-    intervals = {"erp": FollowSettings(config.orders.stock_sync_interval, lease)}
+    sources: list[FeedSource] = [
+        StockFeed(ledger, ports.inventory, then=orders.statuses.consume_booked),
+        OrderStatusFeed(ports.orders, orders.statuses),
+    ]
+    intervals = {
+        "erp": FollowSettings(config.orders.stock_sync_interval, lease),
+        "oms": FollowSettings(config.orders.status_sync_interval, lease),
+    }
     if settings.enabled:
         sources += [
             catalogue_feed(ports.catalogue),

@@ -99,6 +99,10 @@ class TestFakeOrderIntake(OrderIntakeContract):
         yield fake
         await fake.aclose()
 
+    @pytest.fixture
+    def order_events(self, order_intake: FakeOrderIntake) -> FakeOrderIntake:
+        return order_intake
+
 
 # --------------------------------------------------------------------------- the demo mapping
 

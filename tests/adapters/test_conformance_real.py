@@ -1,10 +1,12 @@
 """Every real adapter passes the conformance suite of its port, against its running simulator
-(the whole tiny estate: real HTTP, real SOAP/XML, real CSV files, real SQL on SQLite)."""
+(the whole tiny estate: real HTTP, real SOAP/XML, real CSV files, real SQL on SQLite; the OMS
+over an ERP of its own, since its shipments book stock)."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 
+import httpx
 import pytest
 
 from adapters.erp_sql import SqlErpInventory
@@ -25,7 +27,7 @@ from adapters.testing import (
 from legacy.demo import DemoEstate
 from legacy.launcher import RunningEstate
 from tests.fakes import sample_from_demo
-from tests.support import reset_estate
+from tests.support import reset_estate, start_systems, write_systems
 
 
 @pytest.fixture(scope="module")
@@ -78,9 +80,41 @@ class TestRestLoyalty(LoyaltyContract):
         await adapter.aclose()
 
 
+class SimulatedOrderEvents:
+    """Ships and cancels orders through the OMS simulator's own endpoints."""
+
+    def __init__(self, url: str) -> None:
+        self._url = url
+
+    async def ship(self, order_id: str) -> None:
+        await self._post(f"/api/orders/{order_id}/ship")
+
+    async def cancel(self, order_id: str) -> None:
+        await self._post(f"/api/orders/{order_id}/cancel")
+
+    async def _post(self, path: str) -> None:
+        async with httpx.AsyncClient(base_url=self._url, timeout=10) as client:
+            (await client.post(path)).raise_for_status()
+
+
+@pytest.fixture(scope="module")
+def oms_estate(truth: DemoEstate, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """An OMS of its own over an ERP of its own: its shipments book stock that the shared
+    estate's tests must not see."""
+    data_dir = tmp_path_factory.mktemp("oms-conformance")
+    write_systems(truth, data_dir, ("erp",))
+    running = start_systems(data_dir, ("oms",))
+    yield running.urls["oms"]
+    running.stop()
+
+
 class TestRestOmsOrderIntake(OrderIntakeContract):
     @pytest.fixture
-    async def order_intake(self, estate: RunningEstate) -> AsyncIterator[RestOmsOrderIntake]:
-        adapter = RestOmsOrderIntake(estate.urls["oms"])
+    async def order_intake(self, oms_estate: str) -> AsyncIterator[RestOmsOrderIntake]:
+        adapter = RestOmsOrderIntake(oms_estate)
         yield adapter
         await adapter.aclose()
+
+    @pytest.fixture
+    def order_events(self, oms_estate: str) -> SimulatedOrderEvents:
+        return SimulatedOrderEvents(oms_estate)

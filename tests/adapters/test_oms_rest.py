@@ -19,6 +19,7 @@ from adapters.ports import (
     BackendUnavailable,
     Money,
     OmsReceipt,
+    OmsStatus,
     OrderLineSubmission,
     OrderSubmission,
 )
@@ -230,3 +231,58 @@ async def _submit_to_fresh_oms(data_dir: Path, truth: DemoEstate) -> dict[str, O
         await adapter.aclose()
         running.stop()
     return {"O-restart-1": first, "O-restart-2": second}
+
+
+# --------------------------------------------------------------------------- after hand-off
+
+
+async def test_shipping_without_an_erp_to_book_in_answers_503_and_records_nothing(
+    oms: RestOmsOrderIntake, url: str, truth: DemoEstate
+) -> None:
+    # given an order at an OMS whose ERP database has no tables (this module starts no ERP)
+    await oms.submit(submission(truth, "O-ship-no-erp"))
+    async with httpx.AsyncClient(base_url=url, timeout=10) as client:
+        # when it is shipped
+        shipped = await client.post("/api/orders/O-ship-no-erp/ship")
+        # then the goods issue could not be posted, and the order has not shipped
+        assert shipped.status_code == 503
+        assert (await client.get("/api/orders/O-ship-no-erp")).json()["status"] == "RECEIVED"
+        assert (await client.post("/api/orders/O-never-sent/ship")).status_code == 404
+
+
+async def test_a_cancel_is_numbered_in_the_status_feed_once_and_survives_a_restart(
+    truth: DemoEstate, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    # given an OMS that received an order and cancelled it twice
+    data_dir: Path = tmp_path_factory.mktemp("oms-cancel")
+    running = start_systems(data_dir, ("oms",))
+    adapter = RestOmsOrderIntake(running.urls["oms"])
+    try:
+        await adapter.submit(submission(truth, "O-cancel-1"))
+        async with httpx.AsyncClient(base_url=running.urls["oms"], timeout=10) as client:
+            first = await client.post("/api/orders/O-cancel-1/cancel")
+            again = await client.post("/api/orders/O-cancel-1/cancel")
+            ship = await client.post("/api/orders/O-cancel-1/ship")
+        before = await adapter.status_changes(None)
+    finally:
+        await adapter.aclose()
+        running.stop()
+    # when it is started again on the same data
+    running = start_systems(data_dir, ("oms",))
+    adapter = RestOmsOrderIntake(running.urls["oms"])
+    try:
+        after = await adapter.status_changes(None)
+        tail = await adapter.status_changes("1", limit=5)
+    finally:
+        await adapter.aclose()
+        running.stop()
+
+    # then the cancel is one change, numbered after the receipt, and the feed is the same
+    assert (first.status_code, again.status_code, ship.status_code) == (200, 200, 409)
+    assert first.json()["status"] == again.json()["status"] == "CANCELLED"
+    assert [(c.order_id, c.status, c.cursor) for c in before.changes] == [
+        ("O-cancel-1", OmsStatus.RECEIVED, "1"),
+        ("O-cancel-1", OmsStatus.CANCELLED, "2"),
+    ]
+    assert after == before
+    assert (tail.changes, tail.cursor) == (before.changes[1:], "2")
