@@ -15,7 +15,8 @@ count:
   last one never is), and of those, how many never received their SKU's final count at all (lost);
 - the truth is what the graph's ``availability`` shows, queried before the movements (every
   subscriber's initial values are checked against it) and after them (and checked against the
-  ERP's count: a difference would be the feed's, not the subscriptions');
+  ERP's count: a difference would be the feed's, not the subscriptions'; a SKU shown at 0 before
+  and after may hold a negative balance in the ERP, which the graph shows as 0);
 - gateway memory per connection (the processes' RSS after connecting, less before) and gateway
   CPU per delivered event.
 
@@ -166,11 +167,17 @@ async def _shown(
     return dict(zip(skus, await asyncio.gather(*map(one, skus)), strict=True))
 
 
-async def _settle(done: Callable[[], bool], seconds: float) -> None:
-    """Until ``done`` or ``seconds`` have passed."""
+async def _settle(
+    done: Callable[[], bool], seconds: float, progress: Callable[[], int] | None = None
+) -> None:
+    """Until ``done``, or ``progress`` has not moved for 2 s, or ``seconds`` have passed."""
+    last, still = None, 0
     for _ in range(round(seconds / 0.1)):
-        if done():
+        if done() or still >= 20:
             return
+        now = None if progress is None else progress()
+        still = still + 1 if now is not None and now == last else 0
+        last = now
         await asyncio.sleep(0.1)
 
 
@@ -210,16 +217,18 @@ async def run(
         accepted, final = await _move(client, erp, store, pool, options, start)
         results.moving_seconds = time.perf_counter() - began
         results.movements = len(accepted)
-        # Delivery settles when every subscriber has its final counts, or after max_lag.
+        # Delivery has settled once every subscriber has its final counts, or nothing has come
+        # for 2 s; the longest a subscriber that keeps up may wait is max_lag.
         await _settle(
             lambda: all(s.last(k) == final.get(k, start[k]) for s in subscribers for k in s.skus),
             10,
+            lambda: sum(len(v) for s in subscribers for v in s.seen.values()),
         )
         cpu = sum(process_cpu_seconds(pid) or 0.0 for pid in pids) - cpu_before
         shown = await _shown(client, fleet.urls[-1], store, sorted(final))
     results.events = sum(len(v) for s in subscribers for v in s.seen.values()) - events_before
     results.cpu_ms_per_event = cpu * 1000 / max(1, results.events)
-    _tally(results, subscribers, accepted, {**start, **shown}, final, began)
+    _tally(results, subscribers, accepted, (start, {**start, **shown}), final, began)
     for subscriber in subscribers:
         await subscriber.websocket.close()
     for task in receivers:
@@ -231,11 +240,13 @@ def _tally(
     results: Results,
     subscribers: list[Subscriber],
     accepted: Mapping[tuple[str, int], float],
-    shown: Mapping[str, int],
+    truth: tuple[Mapping[str, int], Mapping[str, int]],
     final: Mapping[str, int],
     began: float,
 ) -> None:
-    """Latencies, wrong and lost final values, and notes on the wrong and the slowest."""
+    """Latencies, wrong and lost final values (against what a query showed before and after
+    the movements), and notes on the wrong and the slowest."""
+    shown_before, shown = truth
     slowest: dict[tuple[Subscriber, str], float] = {}
     for subscriber in subscribers:
         for sku, seen in subscriber.seen.items():
@@ -251,7 +262,10 @@ def _tally(
                 results.notes.append(_note("wrong", subscriber, sku, shown[sku], accepted, began))
                 if sku in final and all(count != final[sku] for _, count in seen):
                     results.lost += 1
-    results.feed_behind = sum(1 for sku, count in final.items() if shown[sku] != count)
+    for sku, count in final.items():
+        if shown[sku] != count and shown[sku] + shown_before[sku] > 0:
+            results.feed_behind += 1
+            results.notes.append(f"feed: SKU {sku}, the ERP's count {count}, shown {shown[sku]}")
     for (subscriber, sku), latency in sorted(slowest.items(), key=lambda item: -item[1])[:3]:
         note = _note(f"{latency:.0f} ms", subscriber, sku, shown[sku], accepted, began)
         results.notes.append(note)
