@@ -120,7 +120,7 @@ def create_app(
             if shared.responses is not None:
                 stale_after = config.resilience.feed_stale_after
                 shared.responses.feed_is_late = lambda feed: freshness.is_late(feed, stale_after)
-            metrics.registry.register(reading.ReadSideMetrics(shared, followers, live))
+            metrics.registry.register(reading.ReadSideMetrics(shared, followers, live, sockets))
             await _background(
                 stack, config, database, ports, shared, live, followers, freshness.run
             )

@@ -165,6 +165,20 @@ class LiveHub:
     def subscriptions(self) -> int:
         return len(self._stock_places) + len(self._price_store)
 
+    @property
+    def pending(self) -> int:
+        """Events waiting for consumers that lag: at most one per key each subscribed."""
+        stock = {watch for watches in self._stock.values() for watch in watches}
+        prices = {watch for watches in self._price.values() for watch in watches}
+        return sum(len(w.mailbox) for w in stock) + sum(len(w.mailbox) for w in prices)
+
+    @property
+    def watched(self) -> int:
+        """What the hub keeps per SKU for its subscriptions (stock and prices apart): 0 once
+        every subscription has ended."""
+        marks = len(self._stock_marked) + len(self._price_marked)
+        return len(self._stock) + len(self._price) + marks
+
     def apply(self, notice: ChangeNotice) -> None:
         """A bus listener: mark what the notice may have changed."""
         if notice.kind == "stock":
@@ -205,13 +219,11 @@ class LiveHub:
         too_slow: Callable[[], None] | None = None,
     ) -> AsyncGenerator[list[StockEvent], None]:
         """Batches of changed positions of ``skus`` at ``locations``, until the caller stops
-        (``too_slow``: see ``Mailbox``)."""
-        mailbox: Mailbox[StockKey, StockEvent] = Mailbox(self._max_lag, too_slow)
-        watch = _Watch(frozenset(skus), mailbox)
-        places = frozenset(locations)
-        self._stock_places[id(watch)] = places
-        for sku in watch.skus:  # before the first read: a change meanwhile is not lost
-            self._stock.setdefault(sku, set()).add(watch)
+        (``too_slow``: see ``_watch``)."""
+        watch: _Watch[StockKey, StockEvent] = self._watch(
+            skus, self._stock, self._forget_stock, too_slow
+        )
+        self._stock_places[id(watch)] = frozenset(locations)
         try:
             began = self._begin()
             positions = await self._ledger.positions(list(watch.skus))
@@ -219,8 +231,7 @@ class LiveHub:
             while True:
                 yield await watch.mailbox.take()
         finally:
-            self._forget(self._stock, self._stock_marked, watch)
-            self._stock_places.pop(id(watch), None)
+            self._forget_stock(watch)
 
     async def prices(
         self,
@@ -230,11 +241,10 @@ class LiveHub:
         too_slow: Callable[[], None] | None = None,
     ) -> AsyncGenerator[list[PriceEvent], None]:
         """Batches of changed prices of ``skus`` (in ``store``'s zone), until the caller stops."""
-        mailbox: Mailbox[str, PriceEvent] = Mailbox(self._max_lag, too_slow)
-        watch = _Watch(frozenset(skus), mailbox)
+        watch: _Watch[str, PriceEvent] = self._watch(
+            skus, self._price, self._forget_prices, too_slow
+        )
         self._price_store[id(watch)] = store
-        for sku in watch.skus:
-            self._price.setdefault(sku, set()).add(watch)
         try:
             began = self._begin()
             found = await self._prices(sorted(watch.skus), store)
@@ -242,8 +252,37 @@ class LiveHub:
             while True:
                 yield await watch.mailbox.take()
         finally:
-            self._forget(self._price, self._price_marked, watch)
-            self._price_store.pop(id(watch), None)
+            self._forget_prices(watch)
+
+    def _watch(
+        self,
+        skus: Iterable[str],
+        index: dict[str, set[_Watch[K, E]]],
+        forget: Callable[[_Watch[K, E]], None],
+        too_slow: Callable[[], None] | None,
+    ) -> _Watch[K, E]:
+        """A new subscription's watch, in ``index`` before its first read (so that a change
+        meanwhile is not lost). When its consumer falls more than ``max_lag`` behind, the
+        watch is forgotten at once, since that consumer may stay blocked on its socket for
+        long, and ``too_slow`` is called."""
+
+        def let_go() -> None:
+            forget(watch)
+            if too_slow is not None:
+                too_slow()
+
+        watch: _Watch[K, E] = _Watch(frozenset(skus), Mailbox(self._max_lag, let_go))
+        for sku in watch.skus:
+            index.setdefault(sku, set()).add(watch)
+        return watch
+
+    def _forget_stock(self, watch: _Watch[StockKey, StockEvent]) -> None:
+        self._forget(self._stock, self._stock_marked, watch)
+        self._stock_places.pop(id(watch), None)
+
+    def _forget_prices(self, watch: _Watch[str, PriceEvent]) -> None:
+        self._forget(self._price, self._price_marked, watch)
+        self._price_store.pop(id(watch), None)
 
     async def run(self, stop: asyncio.Event) -> None:
         """Read what is marked and hand it out, until ``stop``."""
@@ -287,7 +326,9 @@ class LiveHub:
     ) -> None:
         """Offer the positions of the SKUs ``read`` from ``began`` (a SKU without a position
         there holds 0)."""
-        places = self._stock_places[id(watch)]
+        places = self._stock_places.get(id(watch))
+        if places is None:  # let go while its first read was under way
+            return
         now = datetime.now(UTC)
         for sku in self._unchanged(watch.skus.intersection(read), began, self._stock_marked):
             held = {p.location_id: p for p in positions.get(sku, ()) if p.location_id in places}

@@ -14,7 +14,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from gateway.backends import Backends
 from gateway.config import GatewayConfig, ReadModelConfig
 from gateway.ledger import InventoryLedger
-from gateway.live import LiveHub
+from gateway.live import LiveHub, LiveSockets
 from gateway.readmodel.bus import ChangeBus
 from gateway.readmodel.feeds import (
     FeedSource,
@@ -112,10 +112,13 @@ async def catch_up(followers: list[Follower], steps: int = 100) -> None:
 class ReadSideMetrics(Collector):
     """The read side's counters, read when Prometheus scrapes (nothing on the request path)."""
 
-    def __init__(self, shared: SharedReads, followers: list[Follower], live: LiveHub) -> None:
+    def __init__(
+        self, shared: SharedReads, followers: list[Follower], live: LiveHub, sockets: LiveSockets
+    ) -> None:
         self._shared = shared
         self._followers = followers
         self._live = live
+        self._sockets = sockets
 
     def collect(self) -> Iterator[Metric]:
         reads, bus, responses = self._shared.reads, self._shared.bus, self._shared.responses
@@ -149,8 +152,24 @@ class ReadSideMetrics(Collector):
             failures.add_metric([follower.source.name], follower.failures)
         yield holding
         yield failures
+        live = self._live
         yield GaugeMetricFamily(
-            "gateway_subscriptions", "Live subscriptions served.", self._live.subscriptions
+            "gateway_subscriptions", "Live subscriptions served.", live.subscriptions
+        )
+        yield GaugeMetricFamily(
+            "gateway_subscription_pending_events",
+            "Events waiting for subscribers that lag (the latest per key).",
+            live.pending,
+        )
+        yield GaugeMetricFamily(
+            "gateway_subscription_watched_skus",
+            "Per-SKU entries the live hub keeps for its subscriptions.",
+            live.watched,
+        )
+        yield GaugeMetricFamily(
+            "gateway_subscribed_connections",
+            "WebSockets carrying at least one subscription.",
+            len(self._sockets),
         )
 
 

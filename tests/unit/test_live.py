@@ -241,3 +241,27 @@ async def test_a_first_price_lookup_overtaken_by_a_change_is_not_the_last_price_
     # then the last price given is the one the read model has now
     assert [str(event.price.current.amount) for batch in given for event in batch][-1] == "1.50"
     assert hub.subscriptions == 0
+
+
+async def test_a_consumer_let_go_for_lagging_is_forgotten_before_it_asks_again() -> None:
+    # given a subscriber that took its initial values and then stopped asking for more
+    ledger, bus = Positions(), ChangeBus(None)
+    ledger.held = {"A": [Position("A", "L", 5, 0, 0)]}
+    hub = LiveHub(bus, ledger, _no_prices, max_lag=0.01)  # type: ignore[arg-type]
+    calls: list[str] = []
+    updates = hub.stock(["A"], ["L"], initial=True, too_slow=lambda: calls.append("slow"))
+    await anext(updates)
+
+    # when changes keep coming for longer than max_lag
+    async with _running(hub):
+        for on_hand in (6, 7):
+            ledger.held = {"A": [Position("A", "L", on_hand, 0, 0)]}
+            bus.deliver_here("ledger", ["A"])
+            await asyncio.sleep(0.05)
+
+    # then it is let go at once: told once, and the hub holds nothing more for it, even
+    # before it asks again (a consumer blocked on its socket may not for long)
+    assert calls == ["slow"]
+    assert (hub.subscriptions, hub.pending, hub.watched) == (0, 0, 0)
+    with pytest.raises(TooSlow):
+        await anext(updates)
