@@ -30,6 +30,7 @@ PRICE_CHANGED = """subscription($skus: [String!]!) {
   priceChanged(skus: $skus, initial: true) { sku price { current { amount } } previous {
     current { amount } } } }"""
 WAIT = 10.0
+BROWSER = {"Accept": "text/html"}
 
 
 @pytest.fixture
@@ -209,6 +210,27 @@ async def test_a_browser_names_its_channel_key_in_connection_init(
 ) -> None:
     answer = await _opened_without_a_key(cold_gateway, {"X-Api-Key": "demo-kiosk"})
 
+    assert answer == ("connection_ack", "next")
+
+
+async def test_graphiql_subscribes_at_its_own_url_with_the_key_from_its_headers_pane(
+    cold_gateway: ServedGateway,
+) -> None:
+    # given the GraphiQL page a browser loads from /graphql
+    async with httpx.AsyncClient() as client:
+        page = (await client.get(f"{cold_gateway.url}/graphql", headers=BROWSER)).text
+
+    # when a partner runs a subscription in it: GraphiQL 3's fetcher opens a graphql-ws
+    # (graphql-transport-ws) socket at the page's URL turned ws:// or wss://, without headers,
+    # and sends the headers pane's JSON as connection_init's payload
+    answer = await _opened_without_a_key(cold_gateway, {"X-Api-Key": "demo-partner"})
+
+    # then the page is set up that way, and the subscription runs
+    assert "unpkg.com/graphiql@3." in page
+    assert 'const fetchURL = window.location.href.split("?")[0];' in page
+    assert 'parsedURL.protocol === "http:" ? "ws:" : "wss:"' in page
+    assert "subscriptionUrl," in page
+    assert "isHeadersEditorEnabled: true" in page
     assert answer == ("connection_ack", "next")
 
 
