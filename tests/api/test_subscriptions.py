@@ -4,6 +4,7 @@ prices after a change in the pricing engine, bounds and bad input."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
@@ -106,6 +107,52 @@ async def test_a_till_sale_reaches_a_subscriber_with_the_numbers_a_query_shows(
     assert update["available"] == variant["availability"][0]["available"]
     with pytest.raises(TimeoutError):
         await asyncio.wait_for(socket.recv(), 1.0)
+
+
+async def test_subscriptions_started_while_stock_moves_all_end_on_what_a_query_shows(
+    socket: ClientConnection, cold_gateway: ServedGateway, estate: RunningEstate, truth: DemoEstate
+) -> None:
+    # given a position the ERP books a unit to every 50 ms, for 2 s
+    store, sku = _store_and_sku(truth, cold_gateway)
+    async with httpx.AsyncClient() as client:
+        booked = 0
+
+        async def move() -> None:
+            nonlocal booked
+            for _ in range(40):
+                await _book(client, estate, [(store, sku)], +1)
+                booked += 1
+                await asyncio.sleep(0.05)
+
+        mover = asyncio.create_task(move())
+        try:
+            # when 20 subscriptions start meanwhile, each with initial values (their first
+            # reads overlap the re-reads changes bring; tests/unit/test_live.py makes the
+            # overtaking certain, which a socket cannot)
+            for _ in range(20):
+                await subscribe_to(socket, STOCK_CHANGED, {"skus": [sku], "stores": [store]})
+                await asyncio.sleep(0.1)
+            await mover
+            last = await _last_per_subscription(socket)
+            shown = cold_gateway.graphql(STOCK, {"sku": sku, "store": store}).json()
+        finally:
+            mover.cancel()
+            await _book(client, estate, [(store, sku)], -booked)
+
+    # then every one of them ends on the numbers a query shows
+    (variant,) = [v for v in shown["data"]["product"]["variants"] if v["sku"] == sku]
+    assert len(last) == 20
+    assert set(last.values()) == {variant["availability"][0]["available"]}
+
+
+async def _last_per_subscription(websocket: ClientConnection) -> dict[str, int]:
+    """The last ``available`` each subscription was given, once nothing has come for 2 s."""
+    last: dict[str, int] = {}
+    with contextlib.suppress(TimeoutError):
+        while True:
+            message = json.loads(await asyncio.wait_for(websocket.recv(), 2.0))
+            last[message["id"]] = message["payload"]["data"]["stockChanged"]["available"]
+    return last
 
 
 async def test_a_price_change_in_the_pricing_engine_reaches_a_subscriber(
