@@ -15,6 +15,7 @@ from adapters.ports import Money, Price
 from gateway.ledger import Position
 from gateway.live import LiveHub, Mailbox, PriceEvent, StockEvent, TooSlow
 from gateway.readmodel.bus import ChangeBus
+from tests.fakes import Landings
 
 E = TypeVar("E")
 
@@ -81,34 +82,6 @@ async def test_a_notice_gives_subscribers_only_the_positions_it_names_that_chang
     assert hub.subscriptions == 0
 
 
-class Landings:
-    """Reads that land when a test lets them, in the order it chooses."""
-
-    def __init__(self) -> None:
-        self._reads: list[asyncio.Future[None]] = []
-        self._begun = asyncio.Condition()
-
-    async def wait(self) -> None:
-        landing: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        async with self._begun:
-            self._reads.append(landing)
-            self._begun.notify_all()
-        await landing
-
-    async def begun(self, count: int) -> None:
-        async with self._begun:
-            await self._begun.wait_for(lambda: len(self._reads) >= count)
-
-    def land(self, number: int) -> None:
-        self._reads[number].set_result(None)
-
-    async def land_in_turn(self, *numbers: int) -> None:
-        """Let the reads ``numbers`` land in that order, each handled before the next."""
-        for number in numbers:
-            self.land(number)
-            await _settled()
-
-
 class HeldPositions(Landings):
     """The ledger, each read returning what it held when the read began (a snapshot, as a
     database read does)."""
@@ -121,11 +94,6 @@ class HeldPositions(Landings):
         seen = {sku: self.held[sku] for sku in skus if sku in self.held}
         await self.wait()
         return seen
-
-
-async def _settled() -> None:
-    for _ in range(20):
-        await asyncio.sleep(0)
 
 
 def _available(batches: list[list[StockEvent]]) -> list[int]:
