@@ -130,7 +130,9 @@ def create_app(
             if shared.responses is not None:
                 stale_after = config.resilience.feed_stale_after
                 shared.responses.feed_is_late = lambda feed: freshness.is_late(feed, stale_after)
-            metrics.registry.register(reading.ReadSideMetrics(shared, followers, live, stock))
+            metrics.registry.register(
+                reading.ReadSideMetrics(shared, followers, live, sockets, stock)
+            )
             await _background(
                 stack, config, database, ports, shared, live, followers, freshness.run
             )

@@ -99,6 +99,35 @@ class FakeBackend:
         self.closed = True
 
 
+class Landings:
+    """Reads that land when a test lets them, in the order it chooses."""
+
+    def __init__(self) -> None:
+        self._reads: list[asyncio.Future[None]] = []
+        self._begun = asyncio.Condition()
+
+    async def wait(self) -> None:
+        landing: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        async with self._begun:
+            self._reads.append(landing)
+            self._begun.notify_all()
+        await landing
+
+    async def begun(self, count: int) -> None:
+        async with self._begun:
+            await self._begun.wait_for(lambda: len(self._reads) >= count)
+
+    def land(self, number: int) -> None:
+        self._reads[number].set_result(None)
+
+    async def land_in_turn(self, *numbers: int) -> None:
+        """Let the reads ``numbers`` land in that order, each handled before the next."""
+        for number in numbers:
+            self.land(number)
+            for _ in range(20):  # what the landing read sets going runs to its next wait
+                await asyncio.sleep(0)
+
+
 class ChangeLog(Generic[Key]):
     """Keys in the order they last changed, numbered; the numbers are the feed's cursors."""
 

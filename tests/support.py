@@ -138,10 +138,11 @@ def serve_gateway(
     database_url: str,
     redis_url: str | None = None,
     config: Mapping[str, object] | None = None,
+    send_buffer: int | None = None,
 ) -> ServedGateway:
     """Serve the gateway, configured by the demo config (with the sections in ``config``
     replaced), over ``estate``'s backends, its own database at ``database_url`` and the Redis
-    at ``redis_url`` (none: in-process)."""
+    at ``redis_url`` (none: in-process); ``send_buffer``: see ``serve_on_thread``."""
     from gateway.app import create_app
     from gateway.config import Settings
     from gateway.serve import demo_backends
@@ -150,14 +151,22 @@ def serve_gateway(
     backends = demo_backends(estate.urls, estate.erp_url, estate.promotions_dir, estate.api_key)
     update = {**(config or {}), "backends": backends}
     app = create_app(settings, settings.config().model_copy(update=update))
-    url, server, thread = serve_on_thread(app)
+    url, server, thread = serve_on_thread(app, send_buffer)
     return ServedGateway(url, app, server, thread)
 
 
-def serve_on_thread(app: ASGIApp) -> tuple[str, uvicorn.Server, threading.Thread]:
+def serve_on_thread(
+    app: ASGIApp, send_buffer: int | None = None
+) -> tuple[str, uvicorn.Server, threading.Thread]:
     """Serve ``app`` over HTTP with uvicorn on a thread of its own, on a free local port; the
-    URL, the server (set ``should_exit`` to stop it) and its thread, once it is accepting."""
+    URL, the server (set ``should_exit`` to stop it) and its thread, once it is accepting.
+
+    ``send_buffer`` fixes the kernel's send buffer of every accepted connection (they inherit
+    the listener's) instead of letting it grow to megabytes, so that a client that stops
+    reading blocks the server's sends after a few KiB, not after several MB."""
     listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    if send_buffer is not None:
+        listener.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, send_buffer)
     listener.bind(("127.0.0.1", 0))
     server = uvicorn.Server(uvicorn.Config(app, log_level="warning", access_log=False))
     thread = threading.Thread(target=server.run, kwargs={"sockets": [listener]}, daemon=True)

@@ -88,7 +88,9 @@ class _Kind(Generic[V]):
         self._remember_absent = remember_absent
         self._use_shared = shared
         self._partial = partial
-        self._inflight: dict[str, asyncio.Future[Entry[V]]] = {}
+        # key -> the fetch under way and the epoch it began at: a lookup joins it only if
+        # no notice has evicted the key since (it would bring what the notice replaced)
+        self._inflight: dict[str, tuple[asyncio.Future[Entry[V]], int]] = {}
 
     def local_key(self, key: str) -> str:
         return f"{self.name}:{key}"
@@ -107,7 +109,11 @@ class _Kind(Generic[V]):
         if not missing:
             return found
         model.misses += len(missing)
-        waiting = {key: self._inflight[key] for key in missing if key in self._inflight}
+        waiting: dict[str, asyncio.Future[Entry[V]]] = {}
+        for key in missing:
+            flight = self._inflight.get(key)
+            if flight is not None and model.unchanged_since(self.local_key(key), flight[1]):
+                waiting[key] = flight[0]
         mine = [key for key in missing if key not in waiting]
         unanswered: list[str] = []
         failure: BackendUnavailable | None = None
@@ -135,8 +141,8 @@ class _Kind(Generic[V]):
         model = self._model
         loop = asyncio.get_running_loop()
         futures = {key: loop.create_future() for key in keys}
-        self._inflight.update(futures)
         started = model.epoch
+        self._inflight.update({key: (future, started) for key, future in futures.items()})
         since = model.bus.seen(self._feed)
         try:
             from_redis = await self._shared(keys)
@@ -165,7 +171,8 @@ class _Kind(Generic[V]):
             raise
         finally:
             for key, future in futures.items():
-                if self._inflight.get(key) is future:
+                flight = self._inflight.get(key)
+                if flight is not None and flight[0] is future:
                     del self._inflight[key]
         return futures
 

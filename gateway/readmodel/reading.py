@@ -14,7 +14,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from gateway.backends import Backends
 from gateway.config import GatewayConfig, ReadModelConfig
 from gateway.ledger import InventoryLedger
-from gateway.live import LiveHub
+from gateway.live import LiveHub, LiveSockets
 from gateway.orders.runtime import Orders
 from gateway.orders.shipments import OrderStatusFeed
 from gateway.readmodel.bus import ChangeBus
@@ -128,11 +128,13 @@ class ReadSideMetrics(Collector):
         shared: SharedReads,
         followers: list[Follower],
         live: LiveHub,
+        sockets: LiveSockets,
         stock: StockPositions | None = None,
     ) -> None:
         self._shared = shared
         self._followers = followers
         self._live = live
+        self._sockets = sockets
         self._stock = stock
 
     def collect(self) -> Iterator[Metric]:
@@ -178,8 +180,24 @@ class ReadSideMetrics(Collector):
             failures.add_metric([follower.source.name], follower.failures)
         yield holding
         yield failures
+        live = self._live
         yield GaugeMetricFamily(
-            "gateway_subscriptions", "Live subscriptions served.", self._live.subscriptions
+            "gateway_subscriptions", "Live subscriptions served.", live.subscriptions
+        )
+        yield GaugeMetricFamily(
+            "gateway_subscription_pending_events",
+            "Events waiting for subscribers that lag (the latest per key).",
+            live.pending,
+        )
+        yield GaugeMetricFamily(
+            "gateway_subscription_watched_skus",
+            "Per-SKU entries the live hub keeps for its subscriptions.",
+            live.watched,
+        )
+        yield GaugeMetricFamily(
+            "gateway_subscribed_connections",
+            "WebSockets carrying at least one subscription.",
+            len(self._sockets),
         )
 
 
