@@ -20,12 +20,13 @@ Orders never read through here: their stock is the ledger's, read in their own t
 from __future__ import annotations
 
 import time
-from collections import OrderedDict
 from collections.abc import Callable, Iterable, Sequence
 from datetime import UTC, datetime
+from typing import cast
 
 from gateway.ledger import InventoryLedger, Position
 from gateway.readmodel.bus import ChangeBus, ChangeNotice
+from gateway.readmodel.levels import LocalLevel
 
 STOCK_KIND = "stock"
 
@@ -41,15 +42,13 @@ class StockPositions:
         ttl: float = 1.0,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
-        if size < 1:
-            raise ValueError("the stock level needs room for at least one SKU")
         self._ledger = ledger
         self._bus = bus
         self._size = size
         self._ttl = ttl
         self._clock = clock
-        # SKU -> (expires, read at, positions), least recently used first.
-        self._held: OrderedDict[str, tuple[float, datetime, tuple[Position, ...]]] = OrderedDict()
+        # SKU -> (read at, positions)
+        self._held = LocalLevel(size, clock)
         # Per read in flight, what overtook it (None: everything did).
         self._fetching: dict[int, set[str] | None] = {}
         self._reads = 0
@@ -65,21 +64,20 @@ class StockPositions:
     ) -> tuple[dict[str, tuple[Position, ...]], datetime]:
         """Every location's position for each SKU (SKUs without any are absent), and when the
         oldest of them was read from the ledger."""
-        now = self._clock()
         found: dict[str, tuple[Position, ...]] = {}
         oldest: datetime | None = None
         missing: list[str] = []
-        for sku in dict.fromkeys(skus):
-            held = self._held.get(sku)
-            if held is None or held[0] <= now:
+        unique = dict.fromkeys(skus)
+        for sku in unique:
+            held = cast(tuple[datetime, tuple[Position, ...]] | None, self._held.get(sku))
+            if held is None:
                 missing.append(sku)
                 continue
-            self._held.move_to_end(sku)
-            _, read_at, positions = held
+            read_at, positions = held
             oldest = read_at if oldest is None or read_at < oldest else oldest
             if positions:
                 found[sku] = positions
-        self.hits += len(skus) - len(missing)
+        self.hits += len(unique) - len(missing)
         if not missing:
             return found, oldest or datetime.now(UTC)
         self.misses += len(missing)
@@ -91,34 +89,27 @@ class StockPositions:
             fetched = await self._ledger.positions(missing)
         finally:
             overtaken = self._fetching.pop(read)
-        expires = self._clock() + self._ttl
         for sku in missing:
             positions = tuple(fetched.get(sku, ()))
             if positions:
                 found[sku] = positions
             if self._bus.connected and overtaken is not None and sku not in overtaken:
-                self._put(sku, (expires, read_at, positions))
-        return found, oldest if oldest is not None and oldest < read_at else read_at
+                self._held.put(sku, (read_at, positions), self._ttl)
+        return found, oldest or read_at  # held entries were read before this one
 
     def forget(self, skus: Iterable[str]) -> None:
         """``skus`` moved (this process wrote them): drop them, and keep no read in flight of
         them."""
-        for sku in skus:
-            self._held.pop(sku, None)
-            for overtaken in self._fetching.values():
-                if overtaken is not None:
-                    overtaken.add(sku)
+        skus = list(skus)
+        self._held.evict(skus)
+        for overtaken in self._fetching.values():
+            if overtaken is not None:
+                overtaken.update(skus)
 
     def clear(self) -> None:
         """Drop everything, and keep nothing that reads in flight bring back."""
-        self._held.clear()
+        self._held = LocalLevel(self._size, self._clock)
         self._fetching = dict.fromkeys(self._fetching)
-
-    def _put(self, sku: str, held: tuple[float, datetime, tuple[Position, ...]]) -> None:
-        self._held[sku] = held
-        self._held.move_to_end(sku)
-        while len(self._held) > self._size:
-            self._held.popitem(last=False)
 
     def _on_notice(self, notice: ChangeNotice) -> None:
         if notice.kind != STOCK_KIND:
