@@ -273,3 +273,33 @@ def test_a_degraded_answer_is_never_served_from_the_response_cache(
 
     assert all(answer.headers.get("X-Cache") != "hit" for answer in answers)
     assert all(answer.json()["errors"] for answer in answers)
+
+
+def test_a_rate_limited_loyalty_platform_keeps_the_customer_and_their_orders(
+    estate: RunningEstate, pg_databases: Callable[[], str], truth: DemoEstate
+) -> None:
+    # given a loyalty platform that lets one call through, then answers 429 for 100 seconds,
+    # and a gateway whose requests may take 2 s
+    resilience = ResilienceConfig(request_deadline=2.0)
+    served = serve_gateway(estate, pg_databases(), config={"resilience": resilience})
+    customer = truth.customers[41].id
+    limit = {"per_second": 0.01, "burst": 1}
+    httpx.post(f"{estate.urls['loyalty']}/_sim/ratelimit", json=limit, timeout=5)
+    try:
+        served.graphql(ME, token=_token(customer))  # takes the one call there is
+
+        # when the customer asks again
+        answer = served.graphql(ME, token=_token(customer)).json()
+    finally:
+        served.stop()
+
+    # then the customer, orders and offers are there, and loyalty is null and says why
+    assert answer["data"]["me"] == {
+        "id": customer,
+        "loyalty": None,
+        "orders": [],
+        "personalOffers": [],
+    }
+    (error,) = answer["errors"]
+    assert error["extensions"]["backend"] == "loyalty"
+    assert error["extensions"]["paths"] == [["me", "loyalty"]]
