@@ -205,7 +205,7 @@ class InventoryLedger:
         a concurrent order waits for the row and then re-checks the condition against the
         committed value; on SQLite writers queue for the database, and each hold is a
         statement. Either way no unit is promised twice."""
-        merged = _merged(items)
+        merged = in_lock_order(items)
         if connection.dialect.name == "postgresql":
             held = await self._hold_all(connection, merged)
         else:
@@ -280,7 +280,7 @@ class InventoryLedger:
         then or later); the merged items whose position was not updated."""
         now = self._clock()
         missed = []
-        for (location_id, sku), quantity in _merged(items):
+        for (location_id, sku), quantity in in_lock_order(items):
             remaining = case(
                 (_positions.c.reserved > quantity, _positions.c.reserved - quantity), else_=0
             )
@@ -449,7 +449,7 @@ class InventoryLedger:
         return True
 
 
-def _merged(items: Iterable[Reservation]) -> list[tuple[tuple[str, str], int]]:
+def in_lock_order(items: Iterable[Reservation]) -> list[tuple[tuple[str, str], int]]:
     """Quantities added up per (location, SKU), in that order: the one lock order."""
     merged: dict[tuple[str, str], int] = {}
     for item in items:

@@ -3,16 +3,20 @@
 The imperative shell around the pure engines (``gateway.promotions``, ``gateway.sourcing``):
 
 1. The idempotency key is claimed (``IdempotencyKeys``): a replay gets the first order, a
-   concurrent duplicate waits for it, another request under the key is refused.
+   concurrent duplicate waits for it, another request under the key is refused. On
+   PostgreSQL the same statement reads the ledger's positions of the order's SKUs.
 2. The basket is priced by the cart's own ``CartPricing`` on fresh prices, with everything else
    sourcing needs from remote systems (``_Basket``); ``sourcingPlan`` then sources it from the
    ledger's positions (``quote``) and stops.
 3. Points to spend are redeemed at the loyalty system, keyed by the order id, once the basket
    can be sourced from the positions as they are.
-4. One transaction reads the positions, sources the basket on them, reserves every allocation
-   (conditional updates in a fixed order), counts the coupons, writes the order with its lines
-   and allocations, queues its outbox messages and completes the key. A reservation lost to a
-   concurrent order rolls back and sources again on fresh positions.
+4. The basket is sourced on those positions (read again after a reservation was lost, and
+   where the claim could not read them); then every allocation is reserved
+   (conditional updates in a fixed order), the coupons are counted, the order is written with
+   its lines and allocations, its outbox messages are queued and the key is completed, all or
+   nothing. On PostgreSQL an order without coupons does all of that in one autocommit
+   statement (``reserve_and_insert``); otherwise it is one transaction. A reservation lost to
+   a concurrent order writes nothing and sources again on fresh positions.
 5. Whatever fails after points were redeemed gives them back (through the outbox).
 """
 
@@ -21,6 +25,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import enum
+import functools
 import hashlib
 import json
 import logging
@@ -44,7 +49,7 @@ from adapters.ports import (
     PromotionsPort,
 )
 from gateway.cart import CartPricing, CartRequest
-from gateway.db import retry_on_disconnect
+from gateway.db import autocommit, retry_on_disconnect
 from gateway.geo import distance_km
 from gateway.ledger import InventoryLedger, Position, Reservation, Shortfall
 from gateway.loaders import Loaders
@@ -62,6 +67,7 @@ from gateway.orders.store import (
     OrderReader,
     accepted,
     insert_order,
+    reserve_and_insert,
 )
 from gateway.promotions import PricedBasket, ProblemCode
 from gateway.promotions.rulebook import normalise_code
@@ -208,6 +214,7 @@ class OrderService:
         wait_for_duplicate: float = 10.0,
     ) -> None:
         self._engine = engine
+        self._statements = autocommit(engine)
         self._ledger = ledger
         self._cart = cart
         self._locations = locations
@@ -334,7 +341,7 @@ class OrderService:
         renewing = asyncio.create_task(self._keep_renewing(held))
         placed: Placement | None = None
         try:
-            placed = await self._place_claimed(claimed.order_id, held, request, loaders)
+            placed = await self._place_claimed(claimed, held, request, loaders)
             return placed
         finally:
             renewing.cancel()
@@ -363,12 +370,17 @@ class OrderService:
         while True:
             order_id = "O-" + secrets.token_hex(8).upper()
             claim = await self._keys.claim(
-                request.channel, request.idempotency_key, fingerprint, order_id, self._clock()
+                request.channel,
+                request.idempotency_key,
+                fingerprint,
+                order_id,
+                self._clock(),
+                positions_of=[sku for sku, _ in request.lines],
             )
             if claim.state is ClaimState.NEW:
                 assert claim.order_id is not None
                 assert claim.owner is not None
-                return _Claimed(claim.order_id, claim.owner)
+                return _Claimed(claim.order_id, claim.owner, claim.positions)
             if claim.state is ClaimState.REUSED:
                 message = "this idempotencyKey was used for a different order"
                 error = OrderError(ErrorCode.IDEMPOTENCY_KEY_REUSED, message, "idempotencyKey")
@@ -384,8 +396,9 @@ class OrderService:
             await asyncio.sleep(WAIT_POLL_SECONDS)
 
     async def _place_claimed(
-        self, order_id: str, held: _Held, request: OrderRequest, loaders: Loaders
+        self, claimed: _Claimed, held: _Held, request: OrderRequest, loaders: Loaders
     ) -> Placement:
+        order_id, positions = claimed.order_id, claimed.positions
         if request.redeem_points:
             unavailable = await self._check_loyalty(request, loaders)
             if unavailable is not None:
@@ -398,7 +411,8 @@ class OrderService:
             points = basket.priced.points_redeemed
             if points:
                 # Points are spent only on an order that can be sourced now.
-                dry_run = self._sourced(basket, await self._ledger.positions(list(basket.ranged)))
+                positions = positions or await self._ledger.positions(list(basket.ranged))
+                dry_run = self._sourced(basket, positions)
                 if dry_run.quote is None:
                     return Placement(None, dry_run.errors)
                 failure = await self._redeem(order_id, request, points)
@@ -408,11 +422,12 @@ class OrderService:
             for attempt in range(1, ATTEMPTS + 1):
                 try:
                     order = await retry_on_disconnect(
-                        lambda: self._commit(order_id, held.owner, basket),
+                        functools.partial(self._commit, order_id, held.owner, basket, positions),
                         before_retry=lambda: self._committed(order_id),
                     )
                 except _Abort as abort:
                     if abort.shortfalls and attempt < ATTEMPTS:
+                        positions = None  # read again: they have changed
                         continue  # another order took the units the plan counted on
                     return Placement(None, abort.errors)  # the points go back (finally)
                 except KeyTakenOver:
@@ -481,18 +496,34 @@ class OrderService:
         """The order, if a commit whose answer was lost went through."""
         return (await self._reader.by_ids([order_id])).get(order_id)
 
-    async def _commit(self, order_id: str, owner: str, basket: _Basket) -> Order:
-        """Source ``basket`` on the positions as they are now, reserve and write the order, in
-        one transaction (see the module's step 4)."""
+    async def _commit(
+        self,
+        order_id: str,
+        owner: str,
+        basket: _Basket,
+        positions: Mapping[str, Sequence[Position]] | None = None,
+    ) -> Order:
+        """Source ``basket`` on ``positions`` (read with the claim) or on the positions as
+        they are now, then reserve and write the order at once (see the module's step 4)."""
         request = basket.request
+        if positions is None:
+            positions = await self._ledger.positions(list(basket.ranged))
+        result = self._sourced(basket, positions)
+        if result.quote is None:
+            raise _Abort(result.errors)
+        quote = result.quote
+        new = self._new_order(order_id, request, quote)
+        holds = _reservations(new)
+        messages = _messages(new, request, quote)
+        key = (request.channel, request.idempotency_key)
+        if self._engine.dialect.name == "postgresql" and not quote.coupons:
+            async with self._statements.connect() as connection:
+                shortfalls = await reserve_and_insert(connection, new, holds, messages, key, owner)
+            if shortfalls:
+                raise _Abort(_short_errors(shortfalls), shortfalls)
+            return accepted(new)
         async with self._engine.begin() as connection:
-            positions = await self._ledger.positions_in(connection, list(basket.ranged))
-            result = self._sourced(basket, positions)
-            if result.quote is None:
-                raise _Abort(result.errors)
-            quote = result.quote
-            new = self._new_order(order_id, request, quote)
-            shortfalls = await self._ledger.reserve(connection, _reservations(new))
+            shortfalls = await self._ledger.reserve(connection, holds)
             if shortfalls:
                 raise _Abort(_short_errors(shortfalls), shortfalls)
             for coupon in quote.coupons:
@@ -501,8 +532,6 @@ class OrderService:
                     raise _Abort(
                         [OrderError(ErrorCode.COUPON_LIMIT_REACHED, message, "couponCodes")]
                     )
-            messages = _messages(new, request, quote)
-            key = (request.channel, request.idempotency_key)
             await insert_order(connection, new, messages, key, owner)
         return accepted(new)
 
@@ -529,6 +558,7 @@ class OrderService:
 class _Claimed:
     order_id: str
     owner: str
+    positions: Mapping[str, Sequence[Position]] | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -21,7 +21,9 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from adapters.ports import Money
+from gateway.availability import available_to_promise
 from gateway.db import UtcDateTime, autocommit, retried_on_disconnect, retry_on_disconnect
+from gateway.ledger import Position, Reservation, Shortfall, in_lock_order
 from gateway.orders.outbox import NewMessage, enqueue_many
 from gateway.orders.tables import idempotency_keys, order_allocations, order_lines, orders
 from gateway.promotions import PricedBasket
@@ -142,38 +144,93 @@ _HEAD_VALUES = ", ".join(
 
 # On PostgreSQL the whole order is one statement (data-modifying CTEs; the lines, allocations
 # and messages as arrays), so an order costs one round trip to write however many lines it has.
-# The foreign keys are checked at the end of the statement, when the head is in.
-_PLACE_ON_POSTGRESQL = text(
-    f"""
-WITH head AS (
+# The foreign keys are checked at the end of the statement, when the head is in. ``{source}``
+# is the one-row relation each row is written for: always, or only once the holds are in.
+_ORDER_ROWS = f"""
+head AS (
     INSERT INTO orders ({", ".join(_HEAD_COLUMNS)}, updated_at)
-    VALUES ({_HEAD_VALUES}, CAST(:placed_at AS TIMESTAMPTZ))
+    SELECT {_HEAD_VALUES}, CAST(:placed_at AS TIMESTAMPTZ) FROM {{source}}
 ), lines AS (
     INSERT INTO order_lines
         (order_id, line_no, sku, quantity, unit_price, subtotal, line_total, points_earned)
-    SELECT CAST(:id AS VARCHAR), * FROM unnest(
+    SELECT CAST(:id AS VARCHAR), line.* FROM {{source}}, unnest(
         CAST(:line_nos AS INTEGER[]), CAST(:line_skus AS VARCHAR[]),
         CAST(:line_quantities AS INTEGER[]), CAST(:unit_prices AS NUMERIC[]),
         CAST(:line_subtotals AS NUMERIC[]), CAST(:line_totals AS NUMERIC[]),
-        CAST(:line_points AS INTEGER[]))
+        CAST(:line_points AS INTEGER[])) AS line
 ), allocations AS (
     INSERT INTO order_allocations (order_id, location_id, sku, quantity)
-    SELECT CAST(:id AS VARCHAR), * FROM unnest(
+    SELECT CAST(:id AS VARCHAR), allocation.* FROM {{source}}, unnest(
         CAST(:allocation_locations AS VARCHAR[]), CAST(:allocation_skus AS VARCHAR[]),
-        CAST(:allocation_quantities AS INTEGER[]))
+        CAST(:allocation_quantities AS INTEGER[])) AS allocation
 ), messages AS (
     INSERT INTO outbox (kind, order_id, payload, attempts, next_attempt_at, created_at)
     SELECT kind, CAST(:id AS VARCHAR), CAST(payload AS JSON), 0,
         CAST(:placed_at AS TIMESTAMPTZ), CAST(:placed_at AS TIMESTAMPTZ)
-    FROM unnest(CAST(:message_kinds AS VARCHAR[]), CAST(:message_payloads AS TEXT[]))
+    FROM {{source}}, unnest(CAST(:message_kinds AS VARCHAR[]), CAST(:message_payloads AS TEXT[]))
         WITH ORDINALITY AS message (kind, payload, number)
     ORDER BY number
-)
+)"""
+_SAME_KEY = "channel = CAST(:key_channel AS VARCHAR) AND key = CAST(:key_key AS VARCHAR)"
+_PLACE_ON_POSTGRESQL = text(
+    f"""
+WITH {_ORDER_ROWS.format(source="(SELECT) AS once")}
 UPDATE idempotency_keys SET state = 'DONE'
-WHERE channel = CAST(:key_channel AS VARCHAR) AND key = CAST(:key_key AS VARCHAR)
-    AND (CAST(:key_owner AS VARCHAR) IS NULL OR owner = CAST(:key_owner AS VARCHAR))
+WHERE {_SAME_KEY} AND (CAST(:key_owner AS VARCHAR) IS NULL OR owner = CAST(:key_owner AS VARCHAR))
 """
 )
+# The order's holds and the order itself in one autocommit statement: one round trip, one
+# commit, no BEGIN. It is all or nothing without a transaction around it: the key (while
+# ``key_owner`` holds it) and then the positions are locked, in the ledger's (location, SKU)
+# order, and read as they are once locked (a row another order changed meanwhile is read at
+# its newest version); only when the key is held and every position can cover its hold are
+# the holds made, and only when every hold was made (each re-checked by its UPDATE, as the
+# ledger's own holds are) is anything of the order written. Otherwise nothing is, and the
+# answer says why: the key lost, or what each locked position had to offer.
+_RESERVE_AND_PLACE_ON_POSTGRESQL = text(
+    f"""
+WITH key_held AS MATERIALIZED (
+    SELECT 1 AS held FROM idempotency_keys
+    WHERE {_SAME_KEY} AND owner = CAST(:key_owner AS VARCHAR)
+    FOR UPDATE
+), wanted AS (
+    SELECT * FROM unnest(
+        CAST(:hold_locations AS VARCHAR[]), CAST(:hold_skus AS VARCHAR[]),
+        CAST(:hold_quantities AS INTEGER[])
+    ) AS wanted (location_id, sku, quantity)
+), locked AS MATERIALIZED (
+    SELECT position.location_id, position.sku, wanted.quantity,
+        position.on_hand, position.reserved, position.safety_stock
+    FROM inventory_positions AS position
+    JOIN wanted ON wanted.location_id = position.location_id AND wanted.sku = position.sku
+    WHERE EXISTS (SELECT FROM key_held)
+    ORDER BY position.location_id, position.sku
+    FOR UPDATE OF position
+), covered AS MATERIALIZED (
+    SELECT FROM key_held
+    WHERE (
+        SELECT count(*) FROM locked
+        WHERE locked.on_hand - locked.reserved - locked.safety_stock >= locked.quantity
+    ) = cardinality(CAST(:hold_skus AS VARCHAR[]))
+), holds AS (
+    UPDATE inventory_positions AS position
+    SET reserved = position.reserved + locked.quantity, updated_at = :held_at
+    FROM locked, covered
+    WHERE position.location_id = locked.location_id AND position.sku = locked.sku
+        AND position.on_hand - position.reserved - position.safety_stock >= locked.quantity
+    RETURNING position.sku
+), placed AS MATERIALIZED (
+    SELECT FROM covered
+    WHERE (SELECT count(*) FROM holds) = cardinality(CAST(:hold_skus AS VARCHAR[]))
+), {_ORDER_ROWS.format(source="placed")}, done AS (
+    UPDATE idempotency_keys SET state = 'DONE'
+    WHERE {_SAME_KEY} AND EXISTS (SELECT FROM placed)
+)
+SELECT EXISTS (SELECT FROM key_held) AS key_held, EXISTS (SELECT FROM placed) AS placed,
+    locked.location_id, locked.sku, locked.on_hand, locked.reserved, locked.safety_stock
+FROM (SELECT) AS once LEFT JOIN locked ON true
+"""
+).bindparams(bindparam("held_at", type_=UtcDateTime()))
 
 
 async def insert_order(
@@ -201,6 +258,49 @@ async def insert_order(
     await enqueue_many(connection, messages, order.placed_at)
     if key is not None:
         await IdempotencyKeys.complete(connection, *key, owner)
+
+
+async def reserve_and_insert(
+    connection: AsyncConnection,
+    order: NewOrder,
+    holds: Sequence[Reservation],
+    messages: Sequence[NewMessage],
+    key: tuple[str, str],
+    owner: str,
+) -> list[Shortfall]:
+    """PostgreSQL only: hold ``holds`` and write ``order`` as ``insert_order`` does, all in one
+    statement on ``connection`` (in autocommit mode: the statement is its own transaction),
+    while ``owner`` holds the idempotency ``key``. Returns the holds that could not be made,
+    in which case nothing was written; raises ``KeyTakenOver`` when the key is not held."""
+    head, lines, allocations = _order_rows(order)
+    merged = in_lock_order(holds)
+    parameters = _place_parameters(head, lines, allocations, messages, key) | {
+        "key_owner": owner,
+        "hold_locations": [location_id for (location_id, _), _ in merged],
+        "hold_skus": [sku for (_, sku), _ in merged],
+        "hold_quantities": [quantity for _, quantity in merged],
+        "held_at": order.placed_at,
+    }
+    rows = (await connection.execute(_RESERVE_AND_PLACE_ON_POSTGRESQL, parameters)).all()
+    if not rows[0].key_held:
+        raise KeyTakenOver(f"{key[0]}/{key[1]} was taken over")
+    if rows[0].placed:
+        return []
+    offered = {
+        (row.location_id, row.sku): available_to_promise(
+            row.on_hand, row.reserved, row.safety_stock
+        )
+        for row in rows
+        if row.location_id is not None
+    }
+    shortfalls = [
+        Shortfall(location_id, sku, quantity, offered.get((location_id, sku), 0))
+        for (location_id, sku), quantity in merged
+        if offered.get((location_id, sku), 0) < quantity
+    ]
+    if not shortfalls:  # every locked position covered its hold, yet not every hold was made
+        raise RuntimeError(f"order {order.id}: the holds disagree with the locked positions")
+    return shortfalls
 
 
 def _place_parameters(
@@ -555,11 +655,14 @@ class ClaimState(enum.Enum):
 @dataclass(frozen=True, slots=True)
 class Claim:
     """``owner``: the claimant's token on a ``NEW`` claim, for ``renew``, ``complete`` and
-    ``forget``: whoever takes the key over later holds another."""
+    ``forget``: whoever takes the key over later holds another. ``positions``: the ledger's
+    positions of the SKUs the claim was asked to read with it, when it could (a new key, on
+    PostgreSQL), as ``InventoryLedger.positions`` gives them; None otherwise."""
 
     state: ClaimState
     order_id: str | None = None
     owner: str | None = field(default=None, compare=False)
+    positions: dict[str, list[Position]] | None = field(default=None, compare=False)
 
 
 class KeyTakenOver(Exception):
@@ -580,6 +683,26 @@ _RENEW_KEY = (
 )
 _FORGET_KEY = delete(idempotency_keys).where(_same_key, _owned, idempotency_keys.c.state != "DONE")
 LEASE = timedelta(seconds=3)
+# On PostgreSQL a new key and the positions of the order's SKUs in one statement: the claim
+# commits at once as before, and the order is sourced on positions read in the same round trip.
+_CLAIM_AND_READ_ON_POSTGRESQL = text(
+    """
+WITH claimed AS (
+    INSERT INTO idempotency_keys
+        (channel, key, request_hash, order_id, state, owner, locked_until, created_at)
+    VALUES (:channel, :key, :request_hash, :order_id, :state, :owner, :locked_until, :created_at)
+    ON CONFLICT DO NOTHING
+    RETURNING 1
+)
+SELECT EXISTS (SELECT FROM claimed) AS claimed, position.sku, position.location_id,
+    position.on_hand, position.reserved, position.safety_stock
+FROM (SELECT) AS once
+LEFT JOIN inventory_positions AS position ON position.sku = ANY(CAST(:skus AS VARCHAR[]))
+ORDER BY position.sku, position.location_id
+"""
+).bindparams(
+    bindparam("locked_until", type_=UtcDateTime()), bindparam("created_at", type_=UtcDateTime())
+)
 
 
 class IdempotencyKeys:
@@ -607,10 +730,17 @@ class IdempotencyKeys:
         self.lease = lease
 
     async def claim(
-        self, channel: str, key: str, request_hash: str, order_id: str, now: datetime
+        self,
+        channel: str,
+        key: str,
+        request_hash: str,
+        order_id: str,
+        now: datetime,
+        positions_of: Sequence[str] = (),
     ) -> Claim:
         """A new key is recorded by a single INSERT, committed at once so that a concurrent
-        request with the same key finds it."""
+        request with the same key finds it. On PostgreSQL the positions of ``positions_of``
+        (the order's SKUs) are read by that same statement and come with a new claim."""
         owner = secrets.token_hex(8)
         row = {
             "channel": channel,
@@ -627,11 +757,29 @@ class IdempotencyKeys:
             async with self._statements.begin() as connection:
                 await connection.execute(_INSERT_KEY, row)
 
-        try:
-            await retry_on_disconnect(insert_key)
-            return Claim(ClaimState.NEW, order_id, owner)
-        except IntegrityError:
-            pass
+        async def insert_key_and_read() -> dict[str, list[Position]] | None:
+            async with self._statements.connect() as connection:
+                parameters = {**row, "skus": sorted(set(positions_of))}
+                rows = (await connection.execute(_CLAIM_AND_READ_ON_POSTGRESQL, parameters)).all()
+            if not rows[0].claimed:
+                return None
+            found: dict[str, list[Position]] = {}
+            for _, *position in rows:
+                if position[0] is not None:
+                    found.setdefault(position[0], []).append(Position._make(position))
+            return found
+
+        if positions_of and self._engine.dialect.name == "postgresql":
+            # A claim of our own that committed unseen is found by its owner token below.
+            positions = await retry_on_disconnect(insert_key_and_read)
+            if positions is not None:
+                return Claim(ClaimState.NEW, order_id, owner, positions)
+        else:
+            try:
+                await retry_on_disconnect(insert_key)
+                return Claim(ClaimState.NEW, order_id, owner)
+            except IntegrityError:
+                pass
         return await retry_on_disconnect(
             lambda: self._claim_existing(channel, key, request_hash, owner, now)
         )

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -24,7 +25,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from adapters.erp_sql import SqlErpInventory
 from adapters.ports import GeoPoint, Location, LocationKind
-from gateway.db import create_engine, inventory_positions, ledger_state, upgrade
+from gateway.db import autocommit, create_engine, inventory_positions, ledger_state, upgrade
 from gateway.ledger import (
     CURSOR,
     InventoryLedger,
@@ -32,14 +33,19 @@ from gateway.ledger import (
     Reservation,
     Shortfall,
     default_safety_stock,
+    in_lock_order,
 )
+from gateway.orders.store import IdempotencyKeys, NewOrder, OrderReader, reserve_and_insert
+from gateway.sourcing import Allocation
 from legacy import erp
 from legacy.demo import SCALES, DemoEstate, StockRow
 from legacy.launcher import default_erp_url
 from tests.support import start_systems, write_systems
+from tests.unit.test_promotions_rules import line, price
 
 NOW = datetime(2031, 3, 1, 9, 30, tzinfo=UTC)
 PATIENCE = 30.0  # seconds to wait for a background task to get somewhere before giving up
+IN_A_TRANSACTION, ONE_STATEMENT = "in-a-transaction", "one-statement"
 
 
 @dataclass(frozen=True)
@@ -91,9 +97,16 @@ class OrderRefused(Exception):
 
 
 async def place_order(
-    ledger: InventoryLedger, engine: AsyncEngine, items: list[Reservation]
+    ledger: InventoryLedger,
+    engine: AsyncEngine,
+    items: list[Reservation],
+    holding: str = IN_A_TRANSACTION,
 ) -> list[Shortfall]:
-    """Hold every item or none, as an order does: any shortfall rolls the transaction back."""
+    """Hold every item or none, as an order does: in a transaction that any shortfall rolls
+    back, or (``ONE_STATEMENT``, PostgreSQL) as an order without coupons is placed there, its
+    key claimed and then the holds and the order written by one statement."""
+    if holding == ONE_STATEMENT:
+        return await _place_in_one_statement(engine, items)
     try:
         async with engine.begin() as connection:
             shortfalls = await ledger.reserve(connection, items)
@@ -102,6 +115,48 @@ async def place_order(
     except OrderRefused as refused:
         return refused.shortfalls
     return []
+
+
+async def _place_in_one_statement(engine: AsyncEngine, items: list[Reservation]) -> list[Shortfall]:
+    order_id, key = f"O-{uuid.uuid4().hex[:16].upper()}", uuid.uuid4().hex
+    claim = await IdempotencyKeys(engine).claim("pos", key, "hash", order_id, NOW)
+    assert claim.owner is not None
+    order = NewOrder(
+        id=order_id,
+        channel="pos",
+        customer_id=None,
+        fulfillment="CARRY_OUT",
+        store_id=items[0].location_id,
+        attributed_store_id=items[0].location_id,
+        destination=None,
+        priced=price([line(item.sku, item.quantity, "1.00") for item in items], []),
+        allocations=tuple(
+            Allocation(sku, quantity, location_id)
+            for (location_id, sku), quantity in in_lock_order(items)
+        ),
+        coupon_codes=(),
+        placed_at=NOW,
+    )
+    async with autocommit(engine).connect() as connection:
+        shortfalls = await reserve_and_insert(
+            connection, order, items, (), ("pos", key), claim.owner
+        )
+    placed = await OrderReader(engine).by_ids([order_id])
+    assert (order_id in placed) == (not shortfalls)  # all or nothing
+    return shortfalls
+
+
+# How an order holds its units: in a transaction (every engine), or in the one statement
+# that places an order without coupons on PostgreSQL.
+HOLDINGS = pytest.mark.parametrize(
+    ("database_url", "holding"),
+    [
+        ("sqlite", IN_A_TRANSACTION),
+        pytest.param("postgresql", IN_A_TRANSACTION, marks=pytest.mark.postgres),
+        pytest.param("postgresql", ONE_STATEMENT, marks=pytest.mark.postgres),
+    ],
+    indirect=["database_url"],
+)
 
 
 async def position_of(ledger: InventoryLedger, location_id: str, sku: str) -> Position | None:
@@ -341,8 +396,13 @@ async def test_positions_of_many_skus_take_one_query_per_five_hundred(
 # --------------------------------------------------------------------------- reserving
 
 
+@HOLDINGS
 async def test_reserve_holds_units_up_to_available_to_promise_then_reports_the_shortfall(
-    ledger: InventoryLedger, engine: AsyncEngine, inventory: SqlErpInventory, truth: DemoEstate
+    ledger: InventoryLedger,
+    engine: AsyncEngine,
+    inventory: SqlErpInventory,
+    truth: DemoEstate,
+    holding: str,
 ) -> None:
     # given a store position with five units available to promise
     await ledger.load_from(inventory)
@@ -352,10 +412,14 @@ async def test_reserve_holds_units_up_to_available_to_promise_then_reports_the_s
     assert before is not None
 
     # when one order asks for seven, then one takes all five (as two lines), then another one
-    too_many = await place_order(ledger, engine, [Reservation(row.location_code, row.sku, 7)])
+    too_many = await place_order(
+        ledger, engine, [Reservation(row.location_code, row.sku, 7)], holding
+    )
     lines = [Reservation(row.location_code, row.sku, 3), Reservation(row.location_code, row.sku, 2)]
-    all_five = await place_order(ledger, engine, lines)
-    one_more = await place_order(ledger, engine, [Reservation(row.location_code, row.sku, 1)])
+    all_five = await place_order(ledger, engine, lines, holding)
+    one_more = await place_order(
+        ledger, engine, [Reservation(row.location_code, row.sku, 1)], holding
+    )
 
     # then the first and last fall short saying what was there, and five more units are held
     assert too_many == [Shortfall(row.location_code, row.sku, requested=7, available=5)]
@@ -366,8 +430,13 @@ async def test_reserve_holds_units_up_to_available_to_promise_then_reports_the_s
     assert (after.reserved, after.available) == (before.reserved + 5, 0)
 
 
+@HOLDINGS
 async def test_an_order_falls_short_on_every_position_that_lacks_units_in_lock_order(
-    ledger: InventoryLedger, engine: AsyncEngine, inventory: SqlErpInventory, truth: DemoEstate
+    ledger: InventoryLedger,
+    engine: AsyncEngine,
+    inventory: SqlErpInventory,
+    truth: DemoEstate,
+    holding: str,
 ) -> None:
     # given one position with two units to promise, and a SKU the ledger has never seen
     await ledger.load_from(inventory)
@@ -379,6 +448,7 @@ async def test_an_order_falls_short_on_every_position_that_lacks_units_in_lock_o
         ledger,
         engine,
         [Reservation("0001", "NO-SUCH-SKU", 3), Reservation(row.location_code, row.sku, 3)],
+        holding,
     )
 
     # then both fall short, in (location, SKU) order, and the order held nothing
@@ -478,8 +548,13 @@ def test_a_reservation_is_of_at_least_one_unit(quantity: int) -> None:
 # --------------------------------------------------------------------------- concurrency
 
 
+@HOLDINGS
 async def test_thirty_concurrent_orders_for_seven_units_hold_exactly_seven(
-    ledger: InventoryLedger, engine: AsyncEngine, inventory: SqlErpInventory, truth: DemoEstate
+    ledger: InventoryLedger,
+    engine: AsyncEngine,
+    inventory: SqlErpInventory,
+    truth: DemoEstate,
+    holding: str,
 ) -> None:
     # given a position with seven units available to promise
     await ledger.load_from(inventory)
@@ -490,7 +565,7 @@ async def test_thirty_concurrent_orders_for_seven_units_hold_exactly_seven(
 
     # when thirty orders each take one unit at the same time
     one = [Reservation(row.location_code, row.sku, 1)]
-    results = await asyncio.gather(*(place_order(ledger, engine, one) for _ in range(30)))
+    results = await asyncio.gather(*(place_order(ledger, engine, one, holding) for _ in range(30)))
 
     # then exactly seven got one, the others were told nothing is left, and seven are held
     assert sum(result == [] for result in results) == 7
@@ -501,8 +576,13 @@ async def test_thirty_concurrent_orders_for_seven_units_hold_exactly_seven(
     assert (after.reserved, after.available) == (before.reserved + 7, 0)
 
 
+@HOLDINGS
 async def test_concurrent_orders_listing_positions_in_opposite_orders_all_complete(
-    ledger: InventoryLedger, engine: AsyncEngine, inventory: SqlErpInventory, truth: DemoEstate
+    ledger: InventoryLedger,
+    engine: AsyncEngine,
+    inventory: SqlErpInventory,
+    truth: DemoEstate,
+    holding: str,
 ) -> None:
     # given two positions with plenty to promise
     await ledger.load_from(inventory)
@@ -513,7 +593,9 @@ async def test_concurrent_orders_listing_positions_in_opposite_orders_all_comple
 
     # when as many orders as both can serve take one of each, half of them listing B first
     orders = [[a, b] if number % 2 else [b, a] for number in range(room)]
-    results = await asyncio.gather(*(place_order(ledger, engine, items) for items in orders))
+    results = await asyncio.gather(
+        *(place_order(ledger, engine, items, holding) for items in orders)
+    )
 
     # then none deadlocked or fell short, and each position holds one unit per order
     assert results == [[]] * room
@@ -595,7 +677,10 @@ async def seed(engine: AsyncEngine) -> None:
 
 
 async def play(
-    ledger: InventoryLedger, engine: AsyncEngine, operations: list[tuple[bool, int, int]]
+    ledger: InventoryLedger,
+    engine: AsyncEngine,
+    operations: list[tuple[bool, int, int]],
+    holding: str,
 ) -> dict[tuple[str, str], int]:
     """Run the holds and releases, checking each hold against the rule; return what the rule
     says is held at the end."""
@@ -609,18 +694,19 @@ async def play(
             held[place, sku] = max(0, held[place, sku] - quantity)
             continue
         room = max(0, on_hand - safety - held[place, sku])
-        shortfalls = await place_order(ledger, engine, [item])
+        shortfalls = await place_order(ledger, engine, [item], holding)
         assert shortfalls == ([] if quantity <= room else [Shortfall(place, sku, quantity, room)])
         held[place, sku] += quantity if quantity <= room else 0
     return held
 
 
+@HOLDINGS
 @settings(
     max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
 )
 @given(operations=OPERATIONS)
 def test_holds_and_releases_in_any_sequence_never_promise_what_is_not_there(
-    database_url: str, operations: list[tuple[bool, int, int]]
+    database_url: str, holding: str, operations: list[tuple[bool, int, int]]
 ) -> None:
     async def scenario() -> None:
         # given three positions with different stock and safety stock
@@ -630,7 +716,7 @@ def test_holds_and_releases_in_any_sequence_never_promise_what_is_not_there(
         try:
             await seed(engine)
             # when orders hold and release units in any sequence (each hold checked as it goes)
-            expected = await play(ledger, engine, operations)
+            expected = await play(ledger, engine, operations, holding)
             # then the ledger holds what the rule says, never beyond on hand less safety stock
             found = [p for each in (await ledger.positions(["A", "B"])).values() for p in each]
             assert {(p.location_id, p.sku): p.reserved for p in found} == expected

@@ -9,6 +9,7 @@ from collections import defaultdict
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from typing import Any
 
 import pytest
 from sqlalchemy import Connection, event, make_url
@@ -17,7 +18,15 @@ from sqlalchemy.engine import Engine
 from legacy.demo import DemoEstate
 from legacy.launcher import RunningEstate
 from tests.adapters.test_gateway_db import _terminate_connections_to
-from tests.api.test_orders import PLACE, _available, _carry_out, _place, _stocked, _store
+from tests.api.test_orders import (
+    PLACE,
+    _available,
+    _carry_out,
+    _place,
+    _stocked,
+    _store,
+    _token,
+)
 from tests.support import ServedGateway, serve_gateway
 
 pytestmark = pytest.mark.postgres
@@ -46,6 +55,7 @@ class Sent:
     action: str
     autocommit: bool
     transaction: object
+    statement: str
 
 
 @contextmanager
@@ -60,7 +70,7 @@ def statements_to(database_url: str) -> Iterator[dict[object, list[Sent]]]:
             isolation = connection.get_execution_options().get("isolation_level")
             action = _action(statement)
             sent[asyncio.current_task()].append(
-                Sent(action, isolation == "AUTOCOMMIT", connection.get_transaction())
+                Sent(action, isolation == "AUTOCOMMIT", connection.get_transaction(), statement)
             )
 
     event.listen(Engine, "before_cursor_execute", record)
@@ -82,34 +92,58 @@ def _action(statement: str) -> str:
     return f"SELECT {table.group(1) if table else '?'}"
 
 
-def test_a_till_sale_is_one_single_statement_and_one_transaction_of_three(
+def _last_unit_sold(
+    served: Served, truth: DemoEstate, key: str, token: str | None = None, **more: object
+) -> tuple[dict[str, Any], list[Sent]]:
+    """A store's one unit of a SKU sold through ``key`` (with ``more`` in the order): the
+    payload, and the statements of the request that wrote the order."""
+    store = _store(truth)
+    sku = _stocked(served.gateway, truth, store, 1)
+    with statements_to(served.database_url) as sent:
+        placed = _place(served.gateway, _carry_out(sku, store, 1, **more), key=key, token=token)
+    requests = [task for task in sent.values() if any("INSERT orders" in s.action for s in task)]
+    return placed, requests[0] if requests else []
+
+
+def test_a_till_sale_is_two_statements_each_its_own_transaction(
     served: Served, truth: DemoEstate
 ) -> None:
-    # given a unit on the shelf of a store
-    gateway = served.gateway
-    store = _store(truth)
-    sku = _stocked(gateway, truth, store, 1)
+    # given a unit on the shelf of a store; when a till sells it, while the statements to
+    # the gateway's database are watched
+    placed, request = _last_unit_sold(served, truth, key="demo-pos")
 
-    # when a till sells it, while the statements to the gateway's database are watched
-    with statements_to(served.database_url) as sent:
-        placed = _place(gateway, _carry_out(sku, store))
-
-    # then the request claimed its key in a statement of its own, then read the positions,
-    # reserved and wrote the whole order (its outbox message and its key's completion with
-    # it) in one transaction of three statements: two commits
+    # then the request claimed its key and read the positions in one statement, and then
+    # reserved and wrote the whole order (its outbox message and its key's completion with it)
+    # in another: two statements in autocommit mode, no BEGIN and no COMMIT of a block
     assert placed["order"] is not None
-    (request,) = [task for task in sent.values() if any("INSERT orders" in s.action for s in task)]
     assert [(s.action, s.autocommit) for s in request] == [
         ("INSERT idempotency_keys", True),
-        ("SELECT inventory_positions", False),
-        ("UPDATE inventory_positions", False),
         (
-            "INSERT orders, INSERT order_lines, INSERT order_allocations, INSERT outbox,"
-            " UPDATE idempotency_keys",
-            False,
+            "UPDATE inventory_positions, INSERT orders, INSERT order_lines,"
+            " INSERT order_allocations, INSERT outbox, UPDATE idempotency_keys",
+            True,
         ),
     ]
-    assert len({id(s.transaction) for s in request if not s.autocommit}) == 1
+    assert "inventory_positions" in request[0].statement
+    assert _available(served.gateway, placed["order"]["lines"][0]["sku"], _store(truth)) == 0
+
+
+def test_an_order_with_a_coupon_reserves_counts_and_writes_in_one_transaction(
+    served: Served, truth: DemoEstate
+) -> None:
+    # given a unit on the shelf of a store; when a customer who has not used WELCOME10 yet
+    # buys it with the coupon
+    placed, request = _last_unit_sold(
+        served, truth, key="demo-web", token=_token("C0041"), couponCodes=["WELCOME10"]
+    )
+
+    # then the holds, the coupon's count and the order went in one transaction together
+    assert placed["order"] is not None
+    (order_transaction,) = [s.transaction for s in request if "INSERT orders" in s.action]
+    assert not any("INSERT orders" in s.action and s.autocommit for s in request)
+    writes = [s.action for s in request if s.transaction is order_transaction]
+    assert writes[0] == "UPDATE inventory_positions"
+    assert any("coupon_uses" in action for action in writes)
 
 
 def test_after_the_server_cut_the_connections_an_order_fails_whole_at_most_and_its_retry_works(

@@ -9,9 +9,11 @@ from datetime import UTC, datetime, timedelta
 from zoneinfo import ZoneInfo
 
 import pytest
+from sqlalchemy import delete, insert, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from gateway.db import create_engine, upgrade
+from gateway.db import autocommit, create_engine, inventory_positions, upgrade
+from gateway.ledger import InventoryLedger, Reservation
 from gateway.orders.delivery import carried_submission, load_submission, submission_payload
 from gateway.orders.store import (
     Claim,
@@ -23,6 +25,7 @@ from gateway.orders.store import (
     OrderReader,
     accepted,
     insert_order,
+    reserve_and_insert,
 )
 from gateway.promotions import Shopper
 from gateway.sourcing import Allocation
@@ -225,3 +228,66 @@ async def test_an_order_written_under_a_key_taken_over_is_rolled_back_whole(
 
     # then nothing of that order was written
     assert await OrderReader(engine).by_ids([order_id]) == {}
+
+
+@pytest.mark.parametrize(
+    "database_url", [pytest.param("postgresql", marks=pytest.mark.postgres)], indirect=True
+)
+async def test_one_statement_under_a_key_taken_over_holds_and_writes_nothing(
+    engine: AsyncEngine, other_engine: AsyncEngine
+) -> None:
+    # given the positions of an order's allocations, each with plenty to promise, and its key
+    # claimed and then taken over by another process after its lease ran out
+    order = _new_order(_order_id())
+    holds = [Reservation(a.location_id, a.sku, a.quantity) for a in order.allocations]
+    rows = [
+        {"location_id": h.location_id, "sku": h.sku, "on_hand": 50, "updated_at": NOW}
+        for h in holds
+    ]
+    async with engine.begin() as connection:
+        await connection.execute(delete(inventory_positions))
+        await connection.execute(insert(inventory_positions), rows)
+    key, lease = uuid.uuid4().hex, timedelta(seconds=3)
+    first = await IdempotencyKeys(engine, lease).claim("web", key, "hash-1", order.id, NOW)
+    await IdempotencyKeys(other_engine, lease).claim(
+        "web", key, "hash-1", _order_id(), NOW + timedelta(seconds=4)
+    )
+    assert first.owner is not None
+
+    # when the first holds and writes its order in one statement under the key it lost
+    with pytest.raises(KeyTakenOver):
+        async with autocommit(engine).connect() as connection:
+            await reserve_and_insert(connection, order, holds, (), ("web", key), first.owner)
+
+    # then no unit is held and nothing of the order was written
+    async with engine.connect() as connection:
+        held = (await connection.execute(select(inventory_positions.c.reserved))).scalars().all()
+    assert held == [0] * len(holds)
+    assert await OrderReader(engine).by_ids([order.id]) == {}
+
+
+async def test_a_new_claim_on_postgresql_reads_the_positions_a_ledger_read_gives(
+    engine: AsyncEngine, database_url: str
+) -> None:
+    # given positions of two SKUs at two locations, and a third SKU nowhere
+    rows = [
+        {"location_id": where, "sku": sku, "on_hand": units, "updated_at": NOW}
+        for where, sku, units in [("S002", "SKU-A", 4), ("S001", "SKU-A", 2), ("DC1", "SKU-B", 9)]
+    ]
+    async with engine.begin() as connection:
+        await connection.execute(delete(inventory_positions))
+        await connection.execute(insert(inventory_positions), rows)
+    keys = IdempotencyKeys(engine)
+    wanted = ["SKU-B", "SKU-A", "SKU-NONE", "SKU-A"]
+
+    # when a new key is claimed for an order of them, and another key for no SKUs
+    first = await keys.claim("web", uuid.uuid4().hex, "hash-1", _order_id(), NOW, wanted)
+    again = await keys.claim("web", "k-" + uuid.uuid4().hex, "hash-1", _order_id(), NOW)
+
+    # then on PostgreSQL the first claim carries what the ledger reads; nothing else does
+    assert first.state is ClaimState.NEW
+    if database_url.startswith("postgresql"):
+        assert first.positions == await InventoryLedger(engine).positions(wanted)
+    else:
+        assert first.positions is None
+    assert again.positions is None
