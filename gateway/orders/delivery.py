@@ -2,7 +2,8 @@
 
 The handlers call the remote systems through their ports, outside any transaction, and return
 the local writes that go with a delivery (an order becoming SUBMITTED) for the outbox worker to
-apply in the transaction that marks the message delivered.
+make just before it marks the message delivered: each is idempotent, since a message may be
+delivered more than once.
 
 A new order's ``OMS_SUBMIT`` message carries the submission itself (``submission_payload``),
 written in the order's transaction: what the OMS receives never changes once the order is

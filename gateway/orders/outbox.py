@@ -129,9 +129,11 @@ class Write:
 
 @dataclass(frozen=True, slots=True)
 class Delivered:
-    """A handler's report that the remote system took the message. ``effect`` runs in the
-    transaction that marks the message delivered, and only when this worker is the one marking
-    it. ``note`` goes to ``last_error`` for an operator: a delivery that did less than asked."""
+    """A handler's report that the remote system took the message. ``effect`` is made just
+    before the message is marked delivered, and must be idempotent: a message is delivered at
+    least once, so its effect may be made again (by a later delivery, or by this one when
+    another worker marked the message first). ``note`` goes to ``last_error`` for an operator:
+    a delivery that did less than asked."""
 
     effect: Write | None = None
     note: str | None = None
@@ -358,27 +360,27 @@ class OutboxWorker:
             return None
 
     async def _finish(self, delivered: Sequence[tuple[OutboxMessage, Delivered]]) -> int:
-        """Mark ``delivered`` in one transaction with their effects, except those another
-        worker marked already (after our lease ran out); returns how many this one marked."""
+        """Make the effects and notes of ``delivered``, then mark them delivered, except those
+        another worker marked already (after our lease ran out); returns how many this one
+        marked. Each statement is its own transaction (no BEGIN or COMMIT to wait for): the
+        effects are idempotent and come first, so a process that dies before the mark has
+        the message delivered again, and its effect made again, later; never a mark without
+        its effect."""
         if not delivered:
             return 0
         values = {"message_ids": [message.id for message, _ in delivered]}
-        writes = any(done.effect or done.note for _, done in delivered)
-        # Without effects or notes the mark is a single statement, atomic on its own.
-        engine = self._engine if writes else self._statements
 
         async def mark() -> set[int]:
-            async with engine.begin() as connection:
+            async with self._statements.begin() as connection:
+                for statement, parameters in _writes(delivered):
+                    await connection.execute(statement, parameters)
                 result = await connection.execute(
                     _DELIVERED, {**values, "delivered_at": self._clock()}
                 )
-                marked = set(result.scalars())
-                for statement, parameters in _writes(delivered, marked):
-                    await connection.execute(statement, parameters)
-            return marked
+            return set(result.scalars())
 
         try:
-            # Marking again is harmless: only rows not marked yet are, with their effects.
+            # Marking again is harmless: only rows not marked yet are; effects are idempotent.
             marked = await retry_on_disconnect(mark)
         except Exception:  # the database failed; the leases will run out and bring them back
             log.exception("outbox: messages %s: delivered, but not marked", values["message_ids"])
@@ -490,17 +492,15 @@ def _outcomes(
 
 
 def _writes(
-    delivered: Iterable[tuple[OutboxMessage, Delivered]], marked: set[int]
+    delivered: Iterable[tuple[OutboxMessage, Delivered]],
 ) -> list[tuple[Executable, list[Mapping[str, object]]]]:
-    """The notes and effects of the ``marked`` deliveries, one batch per statement."""
+    """The notes and effects of the deliveries, one batch per statement."""
     batches: dict[int, tuple[Executable, list[Mapping[str, object]]]] = {}
 
     def add(statement: Executable, parameters: Mapping[str, object]) -> None:
         batches.setdefault(id(statement), (statement, []))[1].append(parameters)
 
     for message, done in delivered:
-        if message.id not in marked:
-            continue
         if done.note is not None:
             add(_NOTED, {"message_id": message.id, "note": _clipped(done.note)})
         if done.effect is not None:

@@ -22,7 +22,14 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from adapters.ports import Money
 from gateway.availability import available_to_promise
-from gateway.db import UtcDateTime, autocommit, retried_on_disconnect, retry_on_disconnect
+from gateway.db import (
+    DriverStatement,
+    UtcDateTime,
+    autocommit,
+    fetch_on_driver,
+    retried_on_disconnect,
+    retry_on_disconnect,
+)
 from gateway.ledger import Position, Reservation, Shortfall, in_lock_order
 from gateway.orders.outbox import NewMessage, enqueue_many
 from gateway.orders.tables import idempotency_keys, order_allocations, order_lines, orders
@@ -187,8 +194,9 @@ WHERE {_SAME_KEY} AND (CAST(:key_owner AS VARCHAR) IS NULL OR owner = CAST(:key_
 # the holds made, and only when every hold was made (each re-checked by its UPDATE, as the
 # ledger's own holds are) is anything of the order written. Otherwise nothing is, and the
 # answer says why: the key lost, or what each locked position had to offer.
-_RESERVE_AND_PLACE_ON_POSTGRESQL = text(
-    f"""
+_RESERVE_AND_PLACE_ON_POSTGRESQL = DriverStatement.of(
+    text(
+        f"""
 WITH key_held AS MATERIALIZED (
     SELECT 1 AS held FROM idempotency_keys
     WHERE {_SAME_KEY} AND owner = CAST(:key_owner AS VARCHAR)
@@ -230,7 +238,8 @@ SELECT EXISTS (SELECT FROM key_held) AS key_held, EXISTS (SELECT FROM placed) AS
     locked.location_id, locked.sku, locked.on_hand, locked.reserved, locked.safety_stock
 FROM (SELECT) AS once LEFT JOIN locked ON true
 """
-).bindparams(bindparam("held_at", type_=UtcDateTime()))
+    ).bindparams(bindparam("held_at", type_=UtcDateTime()))
+)
 
 
 async def insert_order(
@@ -281,17 +290,17 @@ async def reserve_and_insert(
         "hold_quantities": [quantity for _, quantity in merged],
         "held_at": order.placed_at,
     }
-    rows = (await connection.execute(_RESERVE_AND_PLACE_ON_POSTGRESQL, parameters)).all()
-    if not rows[0].key_held:
+    rows = await fetch_on_driver(connection, _RESERVE_AND_PLACE_ON_POSTGRESQL, parameters)
+    if not rows[0]["key_held"]:
         raise KeyTakenOver(f"{key[0]}/{key[1]} was taken over")
-    if rows[0].placed:
+    if rows[0]["placed"]:
         return []
     offered = {
-        (row.location_id, row.sku): available_to_promise(
-            row.on_hand, row.reserved, row.safety_stock
+        (row["location_id"], row["sku"]): available_to_promise(
+            row["on_hand"], row["reserved"], row["safety_stock"]
         )
         for row in rows
-        if row.location_id is not None
+        if row["location_id"] is not None
     }
     shortfalls = [
         Shortfall(location_id, sku, quantity, offered.get((location_id, sku), 0))
@@ -685,8 +694,9 @@ _FORGET_KEY = delete(idempotency_keys).where(_same_key, _owned, idempotency_keys
 LEASE = timedelta(seconds=3)
 # On PostgreSQL a new key and the positions of the order's SKUs in one statement: the claim
 # commits at once as before, and the order is sourced on positions read in the same round trip.
-_CLAIM_AND_READ_ON_POSTGRESQL = text(
-    """
+_CLAIM_AND_READ_ON_POSTGRESQL = DriverStatement.of(
+    text(
+        """
 WITH claimed AS (
     INSERT INTO idempotency_keys
         (channel, key, request_hash, order_id, state, owner, locked_until, created_at)
@@ -700,8 +710,10 @@ FROM (SELECT) AS once
 LEFT JOIN inventory_positions AS position ON position.sku = ANY(CAST(:skus AS VARCHAR[]))
 ORDER BY position.sku, position.location_id
 """
-).bindparams(
-    bindparam("locked_until", type_=UtcDateTime()), bindparam("created_at", type_=UtcDateTime())
+    ).bindparams(
+        bindparam("locked_until", type_=UtcDateTime()),
+        bindparam("created_at", type_=UtcDateTime()),
+    )
 )
 
 
@@ -760,8 +772,8 @@ class IdempotencyKeys:
         async def insert_key_and_read() -> dict[str, list[Position]] | None:
             async with self._statements.connect() as connection:
                 parameters = {**row, "skus": sorted(set(positions_of))}
-                rows = (await connection.execute(_CLAIM_AND_READ_ON_POSTGRESQL, parameters)).all()
-            if not rows[0].claimed:
+                rows = await fetch_on_driver(connection, _CLAIM_AND_READ_ON_POSTGRESQL, parameters)
+            if not rows[0]["claimed"]:
                 return None
             found: dict[str, list[Position]] = {}
             for _, *position in rows:

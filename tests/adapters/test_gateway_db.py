@@ -16,15 +16,27 @@ import asyncpg
 import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
-from sqlalchemy import Connection, delete, func, insert, inspect, make_url, select, text
+from sqlalchemy import (
+    Connection,
+    delete,
+    event,
+    func,
+    insert,
+    inspect,
+    make_url,
+    select,
+    text,
+)
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from adapters.ports import Coupon, Money, PromotionKind, PromotionRule, PromotionTarget, ValueType
 from gateway.db import (
+    DriverStatement,
     autocommit,
     coupon_uses,
     create_engine,
+    fetch_on_driver,
     head_revision,
     metadata,
     personal_offers,
@@ -183,16 +195,23 @@ async def test_concurrent_upgrades_from_tasks_and_processes_all_succeed(
 # --------------------------------------------------------------------------- connections
 
 
-async def _backend_pid(engine: AsyncEngine) -> int:
+_BACKEND_PID = DriverStatement.of(text("SELECT pg_backend_pid() AS pid"))
+THROUGH = ["sqlalchemy", "driver"]  # how a statement is run: SQLAlchemy's way, or asyncpg's own
+
+
+async def _backend_pid(engine: AsyncEngine, through: str = "sqlalchemy") -> int:
     async with engine.connect() as connection:
-        pid: int = (await connection.execute(text("SELECT pg_backend_pid()"))).scalar_one()
+        if through == "driver":
+            pid: int = (await fetch_on_driver(connection, _BACKEND_PID, {}))[0]["pid"]
+        else:
+            pid = (await connection.execute(text("SELECT pg_backend_pid()"))).scalar_one()
         await asyncio.sleep(0.05)  # keep it checked out while the others are taken too
     return pid
 
 
-async def _pid_or_error(engine: AsyncEngine) -> int | DBAPIError:
+async def _pid_or_error(engine: AsyncEngine, through: str) -> int | DBAPIError:
     try:
-        return await _backend_pid(engine)
+        return await _backend_pid(engine, through)
     except DBAPIError as exc:
         return exc
 
@@ -206,8 +225,9 @@ async def _terminate_connections_to(url: str) -> None:
 
 
 @pytest.mark.postgres
+@pytest.mark.parametrize("through", THROUGH)
 async def test_connections_the_server_cut_fail_one_statement_at_most_then_the_pool_reconnects(
-    pg_database: str,
+    pg_database: str, through: str
 ) -> None:
     # given a pool holding three open connections to PostgreSQL
     await upgrade(pg_database)
@@ -218,9 +238,9 @@ async def test_connections_the_server_cut_fail_one_statement_at_most_then_the_po
         # when the server ends them all (a restart, an idle timeout, an operator)
         await _terminate_connections_to(pg_database)
 
-        # then the next statement either runs or fails as a disconnect, and the pool then
-        # serves statements on new connections only
-        first = await _pid_or_error(engine)
+        # then the next statement (run either way) either runs or fails as a disconnect, and
+        # the pool then serves statements on new connections only
+        first = await _pid_or_error(engine, through)
         after = set(await asyncio.gather(*(_backend_pid(engine) for _ in range(5))))
     finally:
         await engine.dispose()
@@ -230,6 +250,33 @@ async def test_connections_the_server_cut_fail_one_statement_at_most_then_the_po
     else:
         assert first not in before
     assert not after & before
+
+
+@pytest.mark.postgres
+async def test_a_statement_asyncpg_runs_is_heard_by_listeners_and_fails_as_sqlalchemy_reports(
+    pg_database: str,
+) -> None:
+    # given an engine whose statements are listened to, as the metrics listen
+    engine = create_engine(pg_database)
+    heard: list[str] = []
+    event.listen(engine.sync_engine, "before_cursor_execute", lambda *sent: heard.append(sent[2]))
+    failing = DriverStatement.of(text("SELECT 1 / CAST(:zero AS INTEGER)"))
+    try:
+        async with autocommit(engine).connect() as connection:
+            # when a statement fails on the driver, and the connection runs another after it
+            with pytest.raises(DBAPIError) as failed:
+                await fetch_on_driver(connection, failing, {"zero": 0})
+            pid = (await fetch_on_driver(connection, _BACKEND_PID, {}))[0]["pid"]
+    finally:
+        await engine.dispose()
+
+    # then the failure is SQLAlchemy's kind, not a disconnect; the connection still serves,
+    # and the listeners heard both statements in the driver's SQL
+    assert isinstance(failed.value.orig, asyncpg.DivisionByZeroError)
+    assert not failed.value.connection_invalidated
+    assert pid > 0
+    assert heard == [failing.sql, _BACKEND_PID.sql]
+    assert failing.names == ("zero",)
 
 
 @pytest.mark.postgres
