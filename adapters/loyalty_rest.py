@@ -16,7 +16,7 @@ from urllib.parse import quote
 
 import httpx
 
-from adapters.http import backend_client
+from adapters.http import Answer, backend_client
 from adapters.ports import (
     BackendError,
     BackendRejected,
@@ -57,14 +57,12 @@ class RestLoyalty:
         timeout: float = 5.0,
         max_retries: int = 3,
         max_connections: int = 32,
-        transport: httpx.AsyncBaseTransport | None = None,
     ) -> None:
         self._client = backend_client(
             base_url=base_url,
             headers={API_KEY_HEADER: api_key},
             timeout=timeout,
             max_connections=max_connections,
-            transport=transport,
         )
         self._max_retries = max_retries
         # Waiting for a free connection should not eat into a request's own timeout.
@@ -146,7 +144,7 @@ class RestLoyalty:
         params: Mapping[str, str | int] | None = None,
         json: Mapping[str, object] | None = None,
         idempotent: bool = False,
-    ) -> httpx.Response:
+    ) -> Answer:
         """One request, retried while rate-limited (and, when ``idempotent``, while failing
         transiently). Returns the last response, whatever its status."""
         for attempt in range(self._max_retries + 1):
@@ -165,11 +163,11 @@ class RestLoyalty:
         raise AssertionError("unreachable: the last attempt returns or raises")
 
 
-def _retryable(response: httpx.Response, idempotent: bool) -> bool:
+def _retryable(response: Answer, idempotent: bool) -> bool:
     return response.status_code == 429 or (idempotent and response.status_code >= 500)
 
 
-def _retry_delay(response: httpx.Response, attempt: int) -> float:
+def _retry_delay(response: Answer, attempt: int) -> float:
     if response.status_code == 429:
         try:
             return min(MAX_RETRY_AFTER, max(0.0, float(response.headers["Retry-After"])))
@@ -184,7 +182,7 @@ def _transport_error(exc: httpx.TransportError) -> BackendUnavailable:
     return BackendUnavailable(BACKEND, f"{exc.__class__.__name__}: {exc}")
 
 
-def _raise_for_status(response: httpx.Response) -> None:
+def _raise_for_status(response: Answer) -> None:
     status = response.status_code
     if status < 400:
         return
@@ -194,7 +192,7 @@ def _raise_for_status(response: httpx.Response) -> None:
     raise BackendRejected(BACKEND, f"HTTP {status} from {response.request.url.path}", code=code)
 
 
-def _error_body(response: httpx.Response) -> dict[str, Any]:
+def _error_body(response: Answer) -> dict[str, Any]:
     try:
         error = response.json().get("error")
     except (ValueError, AttributeError):
@@ -202,7 +200,7 @@ def _error_body(response: httpx.Response) -> dict[str, Any]:
     return error if isinstance(error, dict) else {}
 
 
-def _object(response: httpx.Response) -> dict[str, Any]:
+def _object(response: Answer) -> dict[str, Any]:
     try:
         body = response.json()
     except ValueError as exc:
@@ -212,7 +210,7 @@ def _object(response: httpx.Response) -> dict[str, Any]:
     return body
 
 
-def _decode(response: httpx.Response, parse: Callable[[dict[str, Any]], T]) -> T:
+def _decode(response: Answer, parse: Callable[[dict[str, Any]], T]) -> T:
     """Parse a successful response, reporting a body of the wrong shape as a BackendError."""
     try:
         return parse(_object(response))

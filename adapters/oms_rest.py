@@ -19,7 +19,7 @@ from urllib.parse import quote
 
 import httpx
 
-from adapters.http import backend_client
+from adapters.http import Answer, backend_client
 from adapters.ports import (
     BackendError,
     BackendRejected,
@@ -61,10 +61,9 @@ class RestOmsOrderIntake:
         *,
         timeout: float = 10.0,
         max_connections: int = 16,
-        transport: httpx.AsyncBaseTransport | None = None,
     ) -> None:
         self._client = backend_client(
-            base_url=base_url, timeout=timeout, max_connections=max_connections, transport=transport
+            base_url=base_url, timeout=timeout, max_connections=max_connections
         )
         # Waiting for a free connection should not eat into a request's own timeout.
         self._slots = asyncio.Semaphore(max_connections)
@@ -109,7 +108,7 @@ class RestOmsOrderIntake:
         path: str,
         json: Mapping[str, object] | None = None,
         params: Mapping[str, str | int] | None = None,
-    ) -> httpx.Response:
+    ) -> Answer:
         try:
             async with self._slots:
                 return await self._client.request(method, path, json=json, params=params)
@@ -162,7 +161,7 @@ def _timestamp(at: datetime) -> str:
     return aware.astimezone(UTC).isoformat().replace("+00:00", "Z")
 
 
-def _raise_for_status(response: httpx.Response) -> None:
+def _raise_for_status(response: Answer) -> None:
     status = response.status_code
     if status < 400:
         return
@@ -174,7 +173,7 @@ def _raise_for_status(response: httpx.Response) -> None:
     raise BackendRejected(BACKEND, f"{detail}: {messages}" if messages else detail, code=code)
 
 
-def _error_messages(response: httpx.Response) -> list[str]:
+def _error_messages(response: Answer) -> list[str]:
     try:
         errors = response.json().get("errors")
     except (ValueError, AttributeError):
@@ -185,7 +184,7 @@ def _error_messages(response: httpx.Response) -> list[str]:
     return [f"{error.get('field', '')} {error.get('message', '')}".strip() for error in found]
 
 
-def _decode(response: httpx.Response) -> OmsReceipt:
+def _decode(response: Answer) -> OmsReceipt:
     try:
         body: dict[str, Any] = response.json()
         return OmsReceipt(

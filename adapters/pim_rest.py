@@ -19,7 +19,7 @@ from typing import Any, TypeVar
 
 import httpx
 
-from adapters.http import backend_client
+from adapters.http import Answer, backend_client
 from adapters.ports import (
     Attribute,
     BackendError,
@@ -74,7 +74,6 @@ class RestPimCatalogue:
         timeout: float = 5.0,
         max_connections: int = 32,
         assortment_ttl: float = 300.0,
-        transport: httpx.AsyncBaseTransport | None = None,
     ) -> None:
         self._assortments = _AssortmentTable(self._read_assortments, assortment_ttl)
         self._locales = (_locale_code(locale), _locale_code(fallback_locale))
@@ -84,7 +83,6 @@ class RestPimCatalogue:
             timeout=timeout,
             max_connections=max_connections,
             headers={"Accept": "application/json"},
-            transport=transport,
         )
 
     async def products(self, codes: Sequence[str]) -> Mapping[str, Product]:
@@ -388,18 +386,18 @@ def _locale_code(locale: str) -> str:
     return locale.replace("-", "_")
 
 
-def _retryable(response: httpx.Response) -> bool:
+def _retryable(response: Answer) -> bool:
     return response.status_code == 429 or response.status_code >= 500
 
 
-def _retry_delay(response: httpx.Response) -> float:
+def _retry_delay(response: Answer) -> float:
     try:
         return min(float(response.headers.get("Retry-After", RETRY_DELAY)), MAX_RETRY_DELAY)
     except ValueError:  # an HTTP date instead of seconds: not worth parsing for one retry
         return RETRY_DELAY
 
 
-def _json_body(path: str, response: httpx.Response) -> JsonObject:
+def _json_body(path: str, response: Answer) -> JsonObject:
     """The decoded body of a successful response; error statuses become ports' errors."""
     status = response.status_code
     if _retryable(response):
@@ -417,7 +415,7 @@ def _json_body(path: str, response: httpx.Response) -> JsonObject:
     return body
 
 
-def _error_body(response: httpx.Response) -> JsonObject:
+def _error_body(response: Answer) -> JsonObject:
     try:
         body = response.json()
     except ValueError:
@@ -426,10 +424,10 @@ def _error_body(response: httpx.Response) -> JsonObject:
     return error if isinstance(error, dict) else {}
 
 
-def _error_code(response: httpx.Response) -> str | None:
+def _error_code(response: Answer) -> str | None:
     code = _error_body(response).get("code")
     return str(code).upper().replace("-", "_").replace(" ", "_") if code else None
 
 
-def _error_message(response: httpx.Response) -> str:
+def _error_message(response: Answer) -> str:
     return str(_error_body(response).get("message") or response.reason_phrase)

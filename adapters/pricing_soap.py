@@ -17,7 +17,7 @@ from decimal import Decimal
 import httpx
 from lxml import etree
 
-from adapters.http import backend_client
+from adapters.http import Answer, backend_client
 from adapters.ports import (
     BackendRejected,
     BackendTimedOut,
@@ -70,13 +70,10 @@ class SoapPricing:
         timeout: float = 5.0,
         max_connections: int = 32,
         max_concurrency: int = 8,
-        transport: httpx.AsyncBaseTransport | None = None,
     ) -> None:
         self._endpoint = f"{base_url.rstrip('/')}/PricingService"
         self._timeout = httpx.Timeout(timeout)
-        self._client = backend_client(
-            timeout=timeout, max_connections=max_connections, transport=transport
-        )
+        self._client = backend_client(timeout=timeout, max_connections=max_connections)
         self._slots = asyncio.Semaphore(max_concurrency)
 
     async def prices(self, skus: Sequence[str], store_id: str | None = None) -> Mapping[str, Price]:
@@ -240,7 +237,7 @@ def _change(entry: etree._Element) -> Change:
 # --------------------------------------------------------------------------- answers and faults
 
 
-def _answer(operation: str, response: httpx.Response) -> etree._Element:
+def _answer(operation: str, response: Answer) -> etree._Element:
     """The ``<operation>Response`` element of a 200, or the BackendError a fault maps to."""
     if response.status_code == 500:
         raise _fault_error(operation, _body(operation, response))
@@ -255,7 +252,7 @@ def _answer(operation: str, response: httpx.Response) -> etree._Element:
     return answer
 
 
-def _body(operation: str, response: httpx.Response) -> etree._Element:
+def _body(operation: str, response: Answer) -> etree._Element:
     try:
         envelope = etree.fromstring(response.content, _PARSER)
     except etree.XMLSyntaxError as exc:

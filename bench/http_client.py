@@ -1,9 +1,10 @@
-"""What one backend call costs the gateway in CPU: httpx's own transport against the adapters'
-(``adapters.http``: httpx over aiohttp).
+"""What one backend call costs the gateway in CPU: httpx with its own transport, httpx's client
+over an aiohttp transport, and the adapters' client (``adapters.http.BackendClient``: aiohttp
+with httpx's calling conventions).
 
 A minimal HTTP/1.1 server in a process of its own answers every request at once with a small
-JSON body; this process sends ``--requests`` GETs through one ``httpx.AsyncClient`` with a pool
-of ``--connections``, ``--concurrency`` at a time, on uvloop as the served gateway runs, and
+JSON body; this process sends ``--requests`` GETs through one client with a pool of
+``--connections``, ``--concurrency`` at a time, on uvloop as the served gateway runs, and
 divides its own CPU time by the requests. The server's work is not counted: only the client's.
 Results go to the ``http_client`` section of ``docs/benchmarks.md``.
 
@@ -25,12 +26,13 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Final
+from typing import Any, Final, Protocol
 
+import aiohttp
 import httpx
 import uvloop
 
-from adapters.http import AiohttpTransport
+from adapters.http import backend_client
 from bench.report import wrapped, write_section
 
 ROOT: Final = Path(__file__).resolve().parents[1]
@@ -65,7 +67,7 @@ class Options:
 
 @dataclass(frozen=True, slots=True)
 class Measured:
-    transport: str
+    client: str
     cpu_us_per_request: float
     requests_per_second: float
 
@@ -74,7 +76,7 @@ def parse_options(argv: Sequence[str]) -> Options:
     parser = argparse.ArgumentParser(
         prog="python -m bench.http_client", description=__doc__.split("\n\n")[0]
     )
-    parser.add_argument("--requests", type=int, default=4000, help="requests per transport")
+    parser.add_argument("--requests", type=int, default=4000, help="requests per client")
     parser.add_argument("--concurrency", type=int, default=16, help="requests in flight")
     parser.add_argument("--connections", type=int, default=32, help="the client's pool size")
     parser.add_argument("--output", type=Path, default=ROOT / "docs" / "benchmarks.md")
@@ -103,37 +105,75 @@ def server() -> Iterator[str]:
         process.wait(timeout=10)
 
 
-async def measure(
-    url: str, transport: httpx.AsyncBaseTransport, options: Options
-) -> tuple[float, float]:
+class Client(Protocol):
+    async def get(self, url: str) -> Any: ...
+
+    async def aclose(self) -> None: ...
+
+
+async def measure(url: str, client: Client, options: Options) -> tuple[float, float]:
     """CPU microseconds of this process per request, and requests per second."""
-    async with httpx.AsyncClient(base_url=url, transport=transport, timeout=5.0) as client:
-        slots = asyncio.Semaphore(options.concurrency)
+    slots = asyncio.Semaphore(options.concurrency)
 
-        async def one() -> None:
-            async with slots:
-                (await client.get("/prices")).json()
+    async def one() -> None:
+        async with slots:
+            (await client.get(f"{url}/prices")).json()
 
+    try:
         await asyncio.gather(*(one() for _ in range(WARM_UP)))
         cpu, wall = time.process_time(), time.perf_counter()
         await asyncio.gather(*(one() for _ in range(options.requests)))
         cpu, wall = time.process_time() - cpu, time.perf_counter() - wall
+    finally:
+        await client.aclose()
     return cpu * 1e6 / options.requests, options.requests / wall
 
 
-def transports(options: Options) -> dict[str, Callable[[], httpx.AsyncBaseTransport]]:
+class _AiohttpTransport(httpx.AsyncBaseTransport):
+    """httpx's client over aiohttp's pool: the adapters' client before ``BackendClient``."""
+
+    def __init__(self, connections: int) -> None:
+        self._connections = connections
+        self._session: aiohttp.ClientSession | None = None
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        if self._session is None:
+            connector = aiohttp.TCPConnector(limit=self._connections)
+            self._session = aiohttp.ClientSession(connector=connector)
+        body = await request.aread()
+        async with self._session.request(
+            request.method, str(request.url), headers=request.headers.multi_items(), data=body
+        ) as answer:
+            content = await answer.read()
+        return httpx.Response(
+            answer.status, headers=list(answer.raw_headers), content=content, request=request
+        )
+
+    async def aclose(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+
+
+def clients(options: Options) -> dict[str, Callable[[], Client]]:
     pool = options.connections
     limits = httpx.Limits(max_connections=pool, max_keepalive_connections=pool)
     return {
-        "httpx's own (httpcore on AnyIO)": lambda: httpx.AsyncHTTPTransport(limits=limits),
-        "adapters.http (httpx over aiohttp)": lambda: AiohttpTransport(max_connections=pool),
+        "httpx's own (httpcore on AnyIO)": lambda: httpx.AsyncClient(
+            transport=httpx.AsyncHTTPTransport(limits=limits), timeout=5.0
+        ),
+        "httpx over an aiohttp transport": lambda: httpx.AsyncClient(
+            transport=_AiohttpTransport(pool), timeout=5.0
+        ),
+        "adapters.http.BackendClient (aiohttp)": lambda: backend_client(
+            timeout=5.0, max_connections=pool
+        ),
     }
 
 
 def run(options: Options) -> list[Measured]:
     results = []
     with server() as url:
-        for name, make in transports(options).items():
+        for name, make in clients(options).items():
             cpu, rate = uvloop.run(measure(url, make(), options))
             results.append(Measured(name, cpu, rate))
             print(f"{name}: {cpu:.0f} us CPU per request, {rate:.0f} requests/s", file=sys.stderr)
@@ -143,12 +183,12 @@ def run(options: Options) -> list[Measured]:
 def render(results: Sequence[Measured], options: Options, when: datetime) -> str:
     intro = (
         f"CPU time of the client process per request: {options.requests} GETs with a small "
-        f"JSON answer through one `httpx.AsyncClient`, {options.concurrency} in flight over a "
+        f"JSON answer through one client, {options.concurrency} in flight over a "
         f"pool of {options.connections} connections, on uvloop, against a minimal HTTP/1.1 "
         "server in another process that answers at once (its work is not counted)."
     )
     rows = [
-        f"| {m.transport} | {m.cpu_us_per_request:.0f} | {m.requests_per_second:.0f} |"
+        f"| {m.client} | {m.cpu_us_per_request:.0f} | {m.requests_per_second:.0f} |"
         for m in results
     ]
     setting = [
@@ -165,7 +205,7 @@ def render(results: Sequence[Measured], options: Options, when: datetime) -> str
         "",
         wrapped(intro),
         "",
-        "| transport | CPU µs/request | requests/s |",
+        "| client | CPU µs/request | requests/s |",
         "|---|---:|---:|",
         *rows,
         "",

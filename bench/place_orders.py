@@ -82,6 +82,7 @@ TARGET_P99_MS: Final = 150.0
 TARGET_GATEWAY_CPU_MS: Final = 4.0  # per order
 TARGET_ROUND_TRIPS: Final = 8.0  # per order, placement and the outbox's delivery together
 STATS_SETTLE: Final = 3.0  # seconds after a phase for PostgreSQL's statistics to come in
+IDLE_SECONDS: Final = 5.0  # before a phase: the gateways' CPU with no orders
 
 PLACE: Final = """mutation Place($input: PlaceOrderInput!) { placeOrder(input: $input) {
     order { id status total { amount currency } allocations { sku quantity location { code } } }
@@ -180,10 +181,14 @@ class Usage:
 
 @dataclass(frozen=True, slots=True)
 class Phase:
+    """``idle``: CPU seconds per second the gateways spent with no order coming (following
+    the feeds, polling the outbox), measured just before the orders."""
+
     processes: int
     tally: Tally
     seconds: float
     usage: Usage
+    idle: float
 
     @property
     def per_second(self) -> float:
@@ -191,6 +196,11 @@ class Phase:
 
     def per_order_ms(self, seconds: float) -> float:
         return seconds * 1000 / max(1, self.tally.placed + self.tally.errors)
+
+    @property
+    def above_idle_ms(self) -> float:
+        """Gateway CPU per order beyond what the gateways spend idle over the same time."""
+        return self.per_order_ms(max(0.0, self.usage.gateways - self.idle * self.seconds))
 
 
 @dataclass(frozen=True, slots=True)
@@ -445,11 +455,14 @@ async def usage(control: httpx.AsyncClient, bench: Bench) -> Usage:
 async def measure_phase(bench: Bench, shop: Shop, options: Options) -> Phase:
     rng = random.Random(len(bench.fleet.members))
     async with httpx.AsyncClient(timeout=10.0, trust_env=False) as control:
+        resting = await usage(control, bench)
+        await asyncio.sleep(IDLE_SECONDS)
         before = await usage(control, bench)
+        idle = (before.gateways - resting.gateways) / IDLE_SECONDS
         tally, seconds = await run_phase(bench.fleet.urls, shop, options, rng)
         await asyncio.sleep(STATS_SETTLE)  # for PostgreSQL's statistics to come in
         spent = (await usage(control, bench)).minus(before)
-    phase = Phase(len(bench.fleet.members), tally, seconds, spent)
+    phase = Phase(len(bench.fleet.members), tally, seconds, spent, idle)
     print(_row(phase), file=sys.stderr, flush=True)
     return phase
 
@@ -640,11 +653,12 @@ def print_profile(stats: pstats.Stats, tally: Tally, seconds: float) -> None:
 
 TABLE_HEAD: Final = (
     "| gateway processes | orders placed | errors | orders/s | p50 ms | p99 ms "
-    "| gateway CPU ms/order | simulators CPU ms/order | load generator CPU ms/order "
+    "| gateway CPU ms/order | gateway CPU ms/order above idle | gateway idle CPU ms/s "
+    "| simulators CPU ms/order | load generator CPU ms/order "
     "| PostgreSQL active ms/order "
     "| DB commits/order | DB round trips/order | DB connections opened/1000 orders "
     "| pricing calls/order | pricing ms/order |\n"
-    "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
+    "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
 )
 
 
@@ -655,7 +669,8 @@ def _row(phase: Phase) -> str:
     return (
         f"| {phase.processes} | {tally.placed} | {tally.errors} | {phase.per_second:.1f} "
         f"| {tally.percentile(50):.1f} | {tally.percentile(99):.1f} "
-        f"| {per_order(spent.gateways):.1f} | {per_order(spent.simulators):.1f} "
+        f"| {per_order(spent.gateways):.1f} | {phase.above_idle_ms:.1f} "
+        f"| {phase.idle * 1000:.0f} | {per_order(spent.simulators):.1f} "
         f"| {per_order(tally.client_cpu):.1f} "
         f"| {per_order(spent.postgres):.1f} | {spent.transactions / sent:.1f} "
         f"| {spent.round_trips / sent:.1f} "
@@ -680,8 +695,11 @@ def render(run: Run, when: datetime) -> str:
         "second gateway process and splits the workers between the two. Latency counts placed "
         "orders. Per order sent: CPU time of the gateway processes and of the simulators (from "
         "/proc) and of the load generator (this process, whose HTTP client is the gateway's "
-        "own backend client), PostgreSQL's time executing statements in the gateways' database "
-        "(`pg_stat_database.active_time`, lock waits included) and the transactions committed "
+        "own backend client; the gateways' also less what they spend idle, measured for "
+        f"{IDLE_SECONDS:g} s before each phase), PostgreSQL's time executing statements in the "
+        "gateways' database "
+        "(`pg_stat_database.active_time`: wall time, so lock waits and waiting for a core on "
+        "a busy machine count too) and the transactions committed "
         "there (the outbox's and the stock sync's included; each single statement run in "
         "autocommit mode, such as the idempotency key's claim and the stock read, counts as "
         "one), the round trips the gateways made to it (their own metric "

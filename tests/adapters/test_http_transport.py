@@ -1,5 +1,6 @@
-"""The adapters' HTTP client (httpx over aiohttp) against real sockets: what it sends and
-returns, how it pools connections, and which httpx exception each kind of failure becomes."""
+"""The adapters' HTTP client (httpx's conventions over aiohttp) against real sockets: what it
+sends and returns, how it pools connections, and which httpx exception each kind of failure
+becomes."""
 
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ from dataclasses import dataclass, field
 import httpx
 import pytest
 
-from adapters.http import AiohttpTransport, backend_client
+from adapters.http import BackendClient, backend_client
 
 Handler = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
 
@@ -57,7 +58,7 @@ async def raw_server(handler: Handler) -> AsyncIterator[RawServer]:
 @contextlib.asynccontextmanager
 async def client_of(
     handler: Handler, *, seconds: float = 5.0, max_connections: int = 1
-) -> AsyncIterator[tuple[RawServer, httpx.AsyncClient]]:
+) -> AsyncIterator[tuple[RawServer, BackendClient]]:
     """A raw server with ``handler``, and a backend client pointed at it (closed on the way out)."""
     async with raw_server(handler) as server:
         client = backend_client(
@@ -115,7 +116,7 @@ async def test_a_request_goes_out_and_its_answer_comes_back_whole() -> None:
     assert b"\r\nx-key: k1" in head.lower()
     assert b"\r\ncontent-type: application/json" in head.lower()
     assert sent == b'{"id":"O-1"}'
-    # And the answer arrives with its status, its headers, and the body decoded by httpx
+    # And the answer arrives with its status, its headers, and the body decoded
     assert response.status_code == 200
     assert response.headers["x-trace"] == "abc"
     assert response.json() == {"ok": True}
@@ -224,4 +225,50 @@ async def test_closing_the_client_closes_its_connections() -> None:
 
 def test_a_pool_needs_at_least_one_connection() -> None:
     with pytest.raises(ValueError, match="max_connections"):
-        AiohttpTransport(max_connections=0)
+        backend_client(timeout=1.0, max_connections=0)
+
+
+async def test_paths_join_the_base_url_as_httpx_joins_them_and_params_are_encoded() -> None:
+    # Given a client whose base URL has a path of its own
+    log: list[bytes] = []
+    async with raw_server(keep_answering(b"{}", log=log)) as server:
+        client = backend_client(base_url=f"{server.url}/api/", timeout=5.0, max_connections=1)
+        async with client:
+            # When it asks for a path with and without a leading slash, with parameters
+            first = await client.get("/v1/changes", params={"since": "a b", "limit": 50})
+            second = await client.request("GET", "v1/members", params={"ids": "C1,C2"})
+
+    # Then both paths sit under the base path, the parameters are in the query, and each
+    # answer knows the request it answers
+    lines = [request.split(b"\r\n", 1)[0] for request in log]
+    assert lines[0].startswith(b"GET /api/v1/changes?since=a")
+    assert b"limit=50" in lines[0]
+    assert lines[1].startswith(b"GET /api/v1/members?ids=C1")
+    assert (first.request.method, first.request.url.path) == ("GET", "/api/v1/changes")
+    assert second.request.url.query["ids"] == "C1,C2"
+
+
+async def test_the_text_follows_the_charset_and_a_body_that_is_not_json_is_a_value_error() -> None:
+    body = "Preis: 9,99 €".encode("iso-8859-15")
+    handler = keep_answering(body, "Content-Type: text/plain; charset=ISO-8859-15")
+    async with client_of(handler) as (_server, client):
+        answer = await client.get("/")
+
+    assert answer.text == "Preis: 9,99 €"
+    with pytest.raises(ValueError, match=r"can't decode"):
+        answer.json()  # as httpx's: json.loads of the body's bytes
+
+
+async def test_a_timeout_given_with_the_call_replaces_the_clients_own() -> None:
+    # Given a server that never answers, and a client that would wait 30 s
+    async def silent(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await read_request(reader)
+        await reader.read()
+
+    async with client_of(silent, seconds=30.0) as (_server, client):
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        # When one call says 0.2 s, then that call times out reading, long before 30 s
+        with pytest.raises(httpx.ReadTimeout):
+            await client.post("/", content=b"<x/>", timeout=httpx.Timeout(0.2))
+    assert loop.time() - started < 10.0
