@@ -54,7 +54,7 @@ import asyncpg  # type: ignore[import-untyped]
 import httpx
 import uvicorn
 
-from adapters.http import backend_client
+from adapters.http import BackendClient, backend_client
 from bench.read_listing import process_cpu_seconds
 from bench.report import wrapped, write_section
 from legacy.demo import DemoEstate, generate
@@ -343,7 +343,7 @@ def order_input(rng: random.Random, shop: Shop, number: int) -> tuple[str, dict[
             return "demo-web", {**base, **shipped}
 
 
-async def place(client: httpx.AsyncClient, url: str, key: str, order: dict[str, object]) -> str:
+async def place(client: BackendClient, url: str, key: str, order: dict[str, object]) -> str:
     """Place one order; the empty string when placed, else why not (the first reason)."""
     body = {"query": PLACE, "variables": {"input": order}}
     try:
@@ -362,9 +362,9 @@ async def place(client: httpx.AsyncClient, url: str, key: str, order: dict[str, 
     return ""
 
 
-def http_client(concurrency: int) -> httpx.AsyncClient:
-    """The load generator's client: the gateway's own backend client, which spends a quarter of
-    httpx's default CPU per request (bench.http_client) on the cores the gateways share."""
+def http_client(concurrency: int) -> BackendClient:
+    """The load generator's client: the gateway's own backend client, which spends a small part
+    of httpx's CPU per request (bench.http_client) on the cores the gateways share."""
     return backend_client(timeout=REQUEST_TIMEOUT, max_connections=concurrency)
 
 
@@ -377,7 +377,7 @@ async def run_phase(
     issued = itertools.count()
     deadline = time.perf_counter() + options.time_cap
 
-    async def worker(client: httpx.AsyncClient, url: str) -> None:
+    async def worker(client: BackendClient, url: str) -> None:
         while (number := next(issued)) < options.orders and time.perf_counter() < deadline:
             key, order = order_input(rng, shop, number)
             started = time.perf_counter()
