@@ -506,9 +506,13 @@ class OrderService:
         """Source ``basket`` on ``positions`` (read with the claim) or on the positions as
         they are now, then reserve and write the order at once (see the module's step 4)."""
         request = basket.request
+        fresh = positions is None
         if positions is None:
             positions = await self._ledger.positions(list(basket.ranged))
         result = self._sourced(basket, positions)
+        if result.quote is None and not fresh:
+            # No plan on what the claim read a pricing call ago: refuse only on a fresh read.
+            result = self._sourced(basket, await self._ledger.positions(list(basket.ranged)))
         if result.quote is None:
             raise _Abort(result.errors)
         quote = result.quote
