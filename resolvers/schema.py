@@ -22,6 +22,7 @@ from resolvers.catalog import CatalogQuery
 from resolvers.customers import CustomerQuery
 from resolvers.errors import PublicErrors
 from resolvers.execution import LeafFastPathExecutionContext
+from resolvers.inputs import build_inputs_directly
 from resolvers.limits import DocumentGuard, log_request_errors
 from resolvers.live import Subscription
 from resolvers.offers import OfferMutation
@@ -102,7 +103,7 @@ class GatewaySchema(strawberry.Schema):
 
 @functools.cache  # strawberry's relay node field can be bound to one schema only
 def build_schema() -> strawberry.Schema:
-    return GatewaySchema(
+    schema = GatewaySchema(
         query=Query,
         mutation=Mutation,
         subscription=Subscription,
@@ -117,3 +118,5 @@ def build_schema() -> strawberry.Schema:
         execution_context_class=LeafFastPathExecutionContext,
         config=StrawberryConfig(name_converter=RememberedNames()),
     )
+    build_inputs_directly(schema)
+    return schema
