@@ -11,6 +11,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
+import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -38,6 +40,7 @@ log = logging.getLogger(__name__)
 CURSOR = "erp_cursor"
 """The ``ledger_state`` entry holding the ERP change feed's cursor."""
 
+LOCATIONS_REFRESH = 60.0  # seconds between reads of the ERP's locations while syncing
 SKUS_PER_QUERY = 500  # keeps the IN list well inside every driver's parameter limit
 STORE_SAFETY_STOCK = 1
 DISTRIBUTION_CENTRE_SAFETY_STOCK = 0
@@ -155,19 +158,25 @@ class InventoryLedger:
     """Reads, reserves and synchronises inventory positions in the gateway's database.
 
     ``safety_stock`` says how many units each location keeps back; ``clock`` stamps
-    ``updated_at`` (UTC-aware)."""
+    ``updated_at`` (UTC-aware). The ERP's locations, which the safety stock depends on, are
+    read again at most every ``locations_refresh`` seconds while syncing, and at once when the
+    stock feed names a location not seen yet."""
 
     def __init__(
         self,
         engine: AsyncEngine,
         safety_stock: SafetyStockPolicy = default_safety_stock,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+        locations_refresh: float = LOCATIONS_REFRESH,
     ) -> None:
         self._engine = engine
         self._statements = autocommit(engine)
         self._policy = safety_stock
         self._clock = clock
         self._safety_applied: dict[str, int] | None = None
+        self._locations_refresh = locations_refresh
+        self._safety: dict[str, int] | None = None
+        self._safety_read_at = -math.inf
 
     @retried_on_disconnect
     async def positions(self, skus: Sequence[str]) -> dict[str, list[Position]]:
@@ -345,12 +354,17 @@ class InventoryLedger:
         ``reserve``."""
         if page < 1:
             raise ValueError("page must be at least 1")
-        safety = await self._safety_by_location(erp)
+        safety = await self._known_safety(erp)
         await self._apply_safety_stock(safety)
+        read_again = False
         applied = 0
         cursor = await self._stored_cursor()
         while True:
             changes = await erp.stock_changes(cursor, page)
+            if not read_again and any(c.location_id not in safety for c in changes.levels):
+                read_again = True  # a new location, perhaps: its safety stock, before its rows
+                safety = await self._known_safety(erp, again=True)
+                await self._apply_safety_stock(safety)
             if changes.levels:
                 if await self._apply_page(cursor, changes.cursor, changes.levels, safety):
                     applied += len(changes.levels)
@@ -383,6 +397,16 @@ class InventoryLedger:
                 log.debug("inventory sync: %d stock rows applied", applied)
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), interval)
+
+    async def _known_safety(self, erp: InventoryPort, *, again: bool = False) -> dict[str, int]:
+        """The safety stock per location, read from the ERP's locations when ``again`` or when
+        the last read is older than the refresh interval (the store master changes seldom; the
+        stock feed every few seconds)."""
+        now = time.monotonic()
+        if again or self._safety is None or now - self._safety_read_at >= self._locations_refresh:
+            self._safety = await self._safety_by_location(erp)
+            self._safety_read_at = now
+        return self._safety
 
     async def _safety_by_location(self, erp: InventoryPort) -> dict[str, int]:
         policy = self._policy

@@ -10,21 +10,21 @@ import asyncio
 import logging
 import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import httpx
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from sqlalchemy import delete, event, insert, select, update
+from sqlalchemy import MetaData, Table, delete, event, func, insert, select, update
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 from adapters.erp_sql import SqlErpInventory
-from adapters.ports import GeoPoint, Location, LocationKind
+from adapters.ports import GeoPoint, Location, LocationKind, StockChanges, StockLevel
 from gateway.db import autocommit, create_engine, inventory_positions, ledger_state, upgrade
 from gateway.ledger import (
     CURSOR,
@@ -361,6 +361,90 @@ async def test_a_changed_safety_stock_policy_reaches_positions_the_feed_did_not_
     assert {p.safety_stock for p in found if p.location_id != row.location_code} == {0}
     changed = await position_of(ledger, row.location_code, row.sku)
     assert changed == Position(row.sku, row.location_code, row.on_hand, 1, 3)
+
+
+class CountedLocations:
+    """The ERP adapter, counting how often its locations are read."""
+
+    def __init__(self, inventory: SqlErpInventory) -> None:
+        self.inventory = inventory
+        self.reads = 0
+
+    async def stock_levels(self, skus: Sequence[str]) -> Mapping[str, Sequence[StockLevel]]:
+        return await self.inventory.stock_levels(skus)
+
+    async def locations(self) -> Sequence[Location]:
+        self.reads += 1
+        return await self.inventory.locations()
+
+    async def stock_changes(self, since: str | None, limit: int = 10_000) -> StockChanges:
+        return await self.inventory.stock_changes(since, limit)
+
+    async def aclose(self) -> None:
+        await self.inventory.aclose()
+
+
+async def test_syncing_reads_the_locations_again_only_after_the_refresh_or_for_a_new_one(
+    engine: AsyncEngine, inventory: SqlErpInventory, erp_system: RunningErp, truth: DemoEstate
+) -> None:
+    # given a loaded ledger that reads the ERP's locations at most once an hour
+    counted = CountedLocations(inventory)
+    ledger = InventoryLedger(engine, clock=lambda: NOW, locations_refresh=3600.0)
+    await ledger.load_from(counted)
+    row = stocked_store_row(truth, at_least=6)
+
+    # when a till sells there and the ledger syncs, then syncs with nothing new
+    await book(erp_system, [{"store": row.location_code, "sku": row.sku, "delta": -1}])
+    assert await ledger.load_from(counted) == 1
+    assert await ledger.load_from(counted) == 0
+
+    # then the locations were read once, by the first load
+    assert counted.reads == 1
+
+    # when the ERP opens a store (a copy of that one under a new number) and a delivery lands
+    # there, written as the ERP writes it: a stock row stamped after every other
+    opened = "9" * len(row.location_code)
+    erp_engine = create_async_engine(erp_system.url)
+    try:
+        async with erp_engine.begin() as connection:
+            stores, stock = await connection.run_sync(
+                lambda sync: [
+                    Table(name, MetaData(), autoload_with=sync)
+                    for name in ("STORES", "STOCK_LEVELS")
+                ]
+            )
+            here = func.trim(stores.c.STORE_NO) == row.location_code
+            (store,) = (await connection.execute(select(stores).where(here))).mappings()
+            await connection.execute(insert(stores).values({**store, "STORE_NO": opened}))
+            (level,) = (
+                await connection.execute(
+                    select(stock)
+                    .where(func.trim(stock.c.STORE_NO) == row.location_code)
+                    .where(func.trim(stock.c.ITEM_NO) == row.sku)
+                )
+            ).mappings()
+            latest = (await connection.execute(select(func.max(stock.c.LAST_UPD)))).scalar_one()
+            delivered = {
+                "STORE_NO": opened,
+                "QTY_ON_HAND": 5,
+                "LAST_UPD": latest + timedelta(seconds=1),
+            }
+            await connection.execute(insert(stock).values({**level, **delivered}))
+    finally:
+        await erp_engine.dispose()
+    assert await ledger.load_from(counted) == 1
+
+    # then the ledger read the locations again before writing the new store's position, which
+    # keeps back a store's safety stock
+    assert counted.reads == 2
+    assert await position_of(ledger, opened, row.sku) == Position(row.sku, opened, 5, 0, 1)
+
+    # and a ledger that refreshes on every sync reads them every time
+    eager = InventoryLedger(engine, clock=lambda: NOW, locations_refresh=0.0)
+    reads = counted.reads
+    await eager.load_from(counted)
+    await eager.load_from(counted)
+    assert counted.reads == reads + 2
 
 
 # --------------------------------------------------------------------------- reading
