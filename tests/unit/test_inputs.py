@@ -77,21 +77,18 @@ INPUTS = dict(gateway_inputs())
 
 
 def strawberry_built(definition: StrawberryObjectDefinition, value: Mapping[str, Any]) -> Any:
-    """``value`` converted by strawberry's general path (the type's hook set aside)."""
+    """``value`` converted by strawberry's general path (every direct builder set aside)."""
     schema = build_schema()
-    hook, definition.from_input = definition.from_input, None
-    nested = [d for d in INPUTS.values() if d.from_input is not None]
-    hooks = [d.from_input for d in nested]
+    hooks = {each: each.from_input for each in INPUTS.values()}
     try:
-        for d in nested:
-            d.from_input = None
+        for each in hooks:
+            each.from_input = None
         return convert_argument(
             value, definition.origin, schema.schema_converter.scalar_registry, schema.config
         )
     finally:
-        for d, h in zip(nested, hooks, strict=True):
-            d.from_input = h
-        definition.from_input = hook
+        for each, hook in hooks.items():
+            each.from_input = hook
 
 
 def test_every_input_of_the_graph_is_built_directly() -> None:
