@@ -17,6 +17,17 @@ objects of that kind (a stock line: its store's code, the units, the distance; a
 amount and currency) is answered in one pass over its fields, without graphql-core's per-field
 paths, resolve infos and completion. Any field that would not answer plainly hands the whole
 object back to the general path, which reads it again from the start.
+
+Fields with a resolver take a shorter path too. For each call strawberry's wrapper converts the
+arguments graphql-core coerced into Python values, builds its ``Info``, works out which of
+self, parent, root and info the resolver takes, and chains the field's extensions. A listing
+asks ``availability(near: $near, first: 5)`` and ``price`` of every variant: the same
+arguments dozens of times in one execution. For a field whose strawberry definition is plain (a
+resolver, no field extensions, no exception handler that could apply, strawberry's own
+wrapper in place) the arguments are coerced and converted once per field node and execution,
+and the resolver is called directly; what it returns is completed by graphql-core as always,
+and its errors are graphql-core's. Resolvers therefore share the converted values of one node
+within an execution: they read their arguments, never change them.
 """
 
 from __future__ import annotations
@@ -35,8 +46,14 @@ from graphql import (
     is_non_null_type,
 )
 from graphql.execution.collect_fields import FieldDetailsList
+from graphql.execution.executor import to_nodes
+from graphql.execution.values import get_argument_values
+from graphql.language import FieldNode
 from graphql.pyutils import Path
+from graphql.type import GraphQLField, GraphQLSchema
 from strawberry.schema.schema import StrawberryGraphQLCoreExecutionContext
+from strawberry.types.arguments import convert_arguments
+from strawberry.types.field import StrawberryField
 
 NOT_PLAIN: Final = None
 
@@ -62,13 +79,37 @@ class _Nested(NamedTuple):
     non_null: bool
 
 
+class _Resolver(NamedTuple):
+    """How to call a plain resolver field: its definitions, and what the resolver takes."""
+
+    definition: GraphQLField
+    field: StrawberryField
+    make_info: Callable[..., Any]  # strawberry's Info class
+    convert: Callable[[dict[str, Any], Any], dict[str, Any]]  # raw arguments, Info -> kwargs
+    takes_self: bool
+    source_names: tuple[str, ...]  # the parent and root parameters
+    info_name: str | None
+
+    def call(self, source: Any, info: GraphQLResolveInfo[Any], kwargs: dict[str, Any]) -> Any:
+        args = (source,) if self.takes_self else ()
+        if self.source_names or self.info_name is not None:
+            kwargs = dict(kwargs)
+            for name in self.source_names:
+                kwargs[name] = source
+            if self.info_name is not None:
+                kwargs[self.info_name] = self.make_info(_raw_info=info, _field=self.field)
+        resolver = self.field.base_resolver
+        assert resolver is not None
+        return resolver(*args, **kwargs)
+
+
 class LeafFastPathExecutionContext(StrawberryGraphQLCoreExecutionContext):
     """Strawberry's execution context, with plain leaf fields and plain objects answered
-    directly."""
+    directly, and plain resolvers called with their arguments converted once."""
 
     # Per (object type, field name): how to answer it directly, or None when it is not plain.
     # Types belong to the one schema the process builds, so the table stays small.
-    _plans: ClassVar[dict[tuple[GraphQLObjectType, str], _Leaf | None]] = {}
+    _plans: ClassVar[dict[tuple[GraphQLObjectType, str], _Leaf | _Resolver | None]] = {}
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -78,6 +119,9 @@ class LeafFastPathExecutionContext(StrawberryGraphQLCoreExecutionContext):
         self._object_plans: dict[
             tuple[GraphQLObjectType, int], tuple[FieldDetailsList, _Object | None]
         ] = {}
+        # Per (field node, field definition): the resolver's converted arguments. The nodes
+        # belong to this execution's document, which outlives it.
+        self._arguments: dict[tuple[int, int], dict[str, Any]] = {}
 
     def complete_object_value(
         self,
@@ -135,8 +179,8 @@ class LeafFastPathExecutionContext(StrawberryGraphQLCoreExecutionContext):
         try:
             leaf = self._plans[key]
         except KeyError:
-            leaf = self._plans[key] = _plan(parent_type, name)
-        if leaf is not None:
+            leaf = self._plans[key] = _plan(self.schema, parent_type, name)
+        if type(leaf) is _Leaf:
             return leaf
         field = parent_type.fields.get(name)
         if field is None or field.args or not getattr(field.resolve, "_is_default", False):
@@ -157,19 +201,87 @@ class LeafFastPathExecutionContext(StrawberryGraphQLCoreExecutionContext):
         path: Path,
         position_context: Any,
     ) -> Any:
-        node = field_details_list[0].node
-        key = (parent_type, node.name.value)
+        details = field_details_list[0]
+        key = (parent_type, details.node.name.value)
         try:
-            leaf = self._plans[key]
+            plan = self._plans[key]
         except KeyError:
-            leaf = self._plans[key] = _plan(parent_type, node.name.value)
-        if leaf is not None and not _wrapped(self):
-            answer = _answer(leaf, source)
-            if answer is not _GENERAL:
-                return answer
+            plan = self._plans[key] = _plan(self.schema, parent_type, details.node.name.value)
+        if plan is not None and not _wrapped(self):
+            if type(plan) is _Leaf:
+                answer = _answer(plan, source)
+                if answer is not _GENERAL:
+                    return answer
+            elif details.fragment_variable_values is None:
+                assert type(plan) is _Resolver
+                return self._execute_resolver(
+                    plan, parent_type, source, field_details_list, path, position_context
+                )
         return super().execute_field(
             parent_type, source, field_details_list, path, position_context
         )
+
+    def _execute_resolver(
+        self,
+        plan: _Resolver,
+        parent_type: GraphQLObjectType,
+        source: Any,
+        field_details_list: FieldDetailsList,
+        path: Path,
+        position_context: Any,
+    ) -> Any:
+        """graphql-core's ``execute_field``, with the arguments converted once per node."""
+        return_type = plan.definition.type
+        info = self.build_resolve_info(
+            plan.definition, to_nodes(field_details_list), parent_type, path
+        )
+        try:
+            kwargs = self._converted(plan, field_details_list[0].node, info)
+            result = plan.call(source, info, kwargs)
+            if self.is_awaitable(result):
+                return self.complete_awaitable_value(
+                    return_type, field_details_list, info, path, result, position_context
+                )
+            completed = self.complete_value(
+                return_type, field_details_list, info, path, result, position_context
+            )
+            if self.is_awaitable(completed):
+                return self._await_completed(completed, return_type, field_details_list, path)
+        except Exception as raw_error:
+            self.handle_field_error(raw_error, return_type, field_details_list, path)
+            return None
+        return completed
+
+    async def _await_completed(
+        self,
+        completed: Any,
+        return_type: GraphQLOutputType,
+        field_details_list: FieldDetailsList,
+        path: Path,
+    ) -> Any:
+        try:
+            return await completed
+        except Exception as raw_error:
+            self.handle_field_error(raw_error, return_type, field_details_list, path)
+            return None
+
+    def _converted(
+        self, plan: _Resolver, node: FieldNode, info: GraphQLResolveInfo[Any]
+    ) -> dict[str, Any]:
+        key = (id(node), id(plan.definition))
+        kwargs = self._arguments.get(key)
+        if kwargs is None:
+            definition = plan.definition
+            raw = (
+                get_argument_values(
+                    definition, node, self.variable_values, None, self.hide_suggestions
+                )
+                if definition.args or node.arguments
+                else {}
+            )
+            strawberry_info = plan.make_info(_raw_info=info, _field=plan.field)
+            kwargs = self._arguments[key] = plan.convert(raw, strawberry_info)
+        return kwargs
 
 
 _GENERAL: Final = object()  # "take the general path": it will produce the error, if any
@@ -181,15 +293,62 @@ def _wrapped(context: StrawberryGraphQLCoreExecutionContext) -> bool:
     return manager is not None and bool(manager.middlewares)
 
 
-def _plan(parent_type: GraphQLObjectType, name: str) -> _Leaf | None:
+def _plan(
+    schema: GraphQLSchema, parent_type: GraphQLObjectType, name: str
+) -> _Leaf | _Resolver | None:
     field = parent_type.fields.get(name)  # introspection fields are not here: general path
-    if field is None or field.args or not getattr(field.resolve, "_is_default", False):
+    if field is None:
+        return NOT_PLAIN
+    if not getattr(field.resolve, "_is_default", False):
+        return _plan_resolver(schema, field)
+    if field.args:
         return NOT_PLAIN
     nullable = get_nullable_type(field.type)
     if not is_leaf_type(nullable):
         return NOT_PLAIN
     assert field.resolve is not None
     return _Leaf(field.resolve, nullable, is_non_null_type(field.type))
+
+
+# strawberry's wrappers of a field's resolver (``GraphQLCoreConverter.from_resolver``)
+_STRAWBERRY_RESOLVERS: Final = frozenset({"_resolver", "_async_resolver"})
+
+
+def _plan_resolver(schema: GraphQLSchema, definition: GraphQLField) -> _Resolver | None:
+    field = definition.extensions.get("strawberry-definition")
+    strawberry_schema = getattr(schema, "_strawberry_schema", None)
+    resolve = definition.resolve
+    if (
+        not isinstance(field, StrawberryField)
+        or strawberry_schema is None
+        or resolve is None
+        or getattr(resolve, "__name__", None) not in _STRAWBERRY_RESOLVERS
+        or field.base_resolver is None
+        or field.extensions
+        or field.is_subscription
+        or type(field).get_result is not StrawberryField.get_result
+    ):
+        return NOT_PLAIN
+    converter = strawberry_schema.schema_converter
+    handlers = getattr(converter, "_get_field_exception_handlers", None)
+    if handlers is None or handlers(field):
+        return NOT_PLAIN
+    config, scalars, arguments = converter.config, converter.scalar_registry, field.arguments
+
+    def convert(raw: dict[str, Any], info: Any) -> dict[str, Any]:
+        return convert_arguments(raw, arguments, scalar_registry=scalars, config=config, info=info)
+
+    resolver = field.base_resolver
+    sources = (resolver.parent_parameter, resolver.root_parameter)
+    return _Resolver(
+        definition=definition,
+        field=field,
+        make_info=config.info_class,
+        convert=convert,
+        takes_self=resolver.self_parameter is not None,
+        source_names=tuple(parameter.name for parameter in sources if parameter is not None),
+        info_name=None if resolver.info_parameter is None else resolver.info_parameter.name,
+    )
 
 
 def _answer_object(plan: _Object, source: Any, info: GraphQLResolveInfo[Any]) -> Any:

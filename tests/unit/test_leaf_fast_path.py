@@ -250,3 +250,225 @@ def test_the_gateway_answers_its_leaves_directly(name: str) -> None:
         getattr(field.resolve, "_is_default", False) and not field.args
         for field in graphql_type.fields.values()  # type: ignore[attr-defined]
     )
+
+
+# --------------------------------------------------------------------------- resolver fields
+
+
+@strawberry.input
+class Point:
+    lat: float
+    lon: float = 0.0
+
+
+@strawberry.enum
+class Order(enum.Enum):
+    NEAREST = "NEAREST"
+    LARGEST = "LARGEST"
+
+
+class Refused(strawberry.BasePermission):
+    message = "refused"
+
+    def has_permission(self, source: Any, info: strawberry.Info, **kwargs: Any) -> bool:
+        return False
+
+
+CONVERSIONS: list[str] = []  # the arguments converted, by field
+
+
+@strawberry.interface
+class Located:
+    @strawberry.field
+    def distance(self, to: Point, unit: str = "km") -> str:
+        CONVERSIONS.append("distance")
+        return f"{self.where(to):.1f}{unit}"  # type: ignore[attr-defined]
+
+
+@strawberry.type
+class Shop(Located):
+    code: str
+    lat: float
+    lon: float
+
+    def where(self, to: Point) -> float:
+        return abs(self.lat - to.lat) + abs(self.lon - to.lon)
+
+    @strawberry.field
+    def stock(
+        self,
+        info: strawberry.Info,
+        skus: list[str] | None = None,
+        order: Order = Order.NEAREST,
+        first: int = 2,
+    ) -> list[str]:
+        CONVERSIONS.append("stock")
+        if first < 0:
+            raise ValueError("first must not be negative")
+        chosen = skus if skus is not None else [self.code]
+        return [f"{sku}:{order.value}:{info.field_name}" for sku in chosen[:first]]
+
+    @strawberry.field
+    async def later(self, near: Point | None = None) -> str | None:
+        if near is None:
+            return None
+        return f"{self.code}@{self.where(near):.1f}"
+
+    @strawberry.field
+    def owner(self, root: Any) -> str:
+        return f"owner of {root.code}"
+
+    @strawberry.field(permission_classes=[Refused])
+    def secret(self, word: str = "x") -> str | None:
+        return word
+
+    @strawberry.field
+    def broken(self) -> int:
+        raise RuntimeError("broken on purpose")
+
+    @strawberry.field
+    def nothing(self) -> int:
+        return None  # type: ignore[return-value]
+
+
+@strawberry.type
+class Kiosk(Located):
+    code: str
+
+    def where(self, to: Point) -> float:
+        return to.lat
+
+
+SHOPS: list[Shop | Kiosk] = []
+
+
+@strawberry.type
+class ShopQuery:
+    @strawberry.field
+    def shops(self) -> list[Shop | None]:
+        return [shop for shop in SHOPS if isinstance(shop, Shop)]
+
+    @strawberry.field
+    def places(self) -> list[Located]:
+        return list(SHOPS)
+
+
+SHOP_QUERY = """
+query S($near: Point, $to: Point!, $skus: [String!], $first: Int!) {
+  shops {
+    code
+    distance(to: {lat: 1.5}) d2: distance(to: $to, unit: "mi")
+    stock stock2: stock(skus: $skus, order: LARGEST, first: $first)
+    later(near: $near) notLater: later
+    owner secret
+  }
+  failing: shops { code broken nothing }
+  places { distance(to: {lat: 2, lon: 1}) ... on Kiosk { code } }
+}
+"""
+
+general_shops = strawberry.Schema(query=ShopQuery, types=[Kiosk])
+fast_shops = strawberry.Schema(
+    query=ShopQuery, types=[Kiosk], execution_context_class=LeafFastPathExecutionContext
+)
+
+
+async def both_shops(variables: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+    answers = []
+    for schema in (general_shops, fast_shops):
+        result = await schema.execute(SHOP_QUERY, variable_values=variables)
+        answers.append(
+            {
+                "data": result.data,
+                "errors": sorted(
+                    (e.message, tuple(map(str, e.path or ()))) for e in result.errors or []
+                ),
+            }
+        )
+    return answers[0], answers[1]
+
+
+points = st.one_of(
+    st.builds(dict, lat=st.floats(-90, 90)),
+    st.builds(dict, lat=st.floats(-90, 90), lon=st.floats(-90, 90)),
+)
+
+
+@given(
+    st.lists(
+        st.tuples(st.text(max_size=3), st.floats(-90, 90), st.floats(-90, 90), st.booleans()),
+        max_size=3,
+    ),
+    st.one_of(st.none(), points),
+    points,
+    st.one_of(st.none(), st.lists(st.text(max_size=3), max_size=3)),
+    st.integers(-1, 3),
+)
+async def test_resolver_fields_answer_alike(
+    shops: list[tuple[str, float, float, bool]],
+    near: dict[str, float] | None,
+    to: dict[str, float],
+    skus: list[str] | None,
+    first: int,
+) -> None:
+    # given shops and kiosks, and any variables: a point or none, SKUs or none, any count
+    SHOPS[:] = [Shop(code=c, lat=a, lon=o) if s else Kiosk(code=c) for c, a, o, s in shops]
+    variables = {"near": near, "to": to, "skus": skus, "first": first}
+    # when both executions answer: arguments from literals, variables and defaults, input
+    # objects, enums, lists, info, root, async resolvers, a permission that refuses, an
+    # exception, a null for a non-null field, a field of an interface
+    plain, direct = await both_shops(variables)
+    # then the data and the errors are equal, and the query was executed
+    assert direct == plain
+    assert direct["data"] is not None
+    assert len(direct["data"]["places"]) == len(shops)
+
+
+async def test_arguments_are_converted_once_per_field_node() -> None:
+    # given three shops and a count of the conversions strawberry makes
+    SHOPS[:] = [Shop(code=c, lat=1.0, lon=2.0) for c in "abc"]
+    converted: list[str] = []
+    real = execution.convert_arguments
+
+    def counted(raw: dict[str, Any], *args: Any, **kwargs: Any) -> dict[str, Any]:
+        converted.append(kwargs["info"].field_name)
+        return real(raw, *args, **kwargs)
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(execution, "convert_arguments", counted)
+        CONVERSIONS.clear()
+        result = await fast_shops.execute(
+            SHOP_QUERY,
+            variable_values={"near": {"lat": 1}, "to": {"lat": 1}, "skus": ["s"], "first": 1},
+        )
+    # then every shop's resolvers ran, but each field node's arguments were converted once:
+    # two nodes of stock, three of distance (one of them through the interface)
+    assert result.data is not None
+    assert CONVERSIONS.count("stock") == 6
+    assert CONVERSIONS.count("distance") == 9
+    assert converted.count("stock") == 2
+    assert converted.count("distance") == 3
+    assert result.data["shops"][0]["stock2"] == ["s:LARGEST:stock"]
+    assert result.data["shops"][0]["d2"] == "2.0mi"  # |1 - 1| + |2 - 0|, lon defaulted
+
+
+async def test_a_refused_conversion_is_the_general_error() -> None:
+    # given a listing variable of the wrong shape, which graphql-core refuses per field
+    SHOPS[:] = [Shop(code="a", lat=1.0, lon=2.0)]
+    plain, direct = await both_shops({"near": None, "to": {"lat": 0}, "skus": None, "first": -1})
+    # then both report the resolver's error at the same path, with the rest answered
+    assert direct == plain
+    assert ("first must not be negative", ("shops", "0", "stock2")) in direct["errors"]
+
+
+def test_plain_resolvers_are_called_directly_and_the_others_are_not() -> None:
+    # given the gateway's schema and the shops' schema
+    gateway = build_schema()._schema
+    shops = fast_shops._schema
+    # then the listing's resolvers are plain, and a field with a permission is not
+    variant = gateway.type_map["Variant"]
+    for name in ("availability", "price", "totalAvailable"):
+        assert type(execution._plan(gateway, variant, name)) is execution._Resolver  # type: ignore[arg-type]
+    shop = shops.type_map["Shop"]
+    assert execution._plan(shops, shop, "secret") is None  # type: ignore[arg-type]
+    assert type(execution._plan(shops, shop, "later")) is execution._Resolver  # type: ignore[arg-type]
