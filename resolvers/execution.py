@@ -33,6 +33,7 @@ within an execution: they read their arguments, never change them.
 from __future__ import annotations
 
 from collections.abc import Callable
+from operator import attrgetter
 from typing import Any, ClassVar, Final, NamedTuple
 
 from graphql import (
@@ -59,7 +60,7 @@ NOT_PLAIN: Final = None
 
 
 class _Leaf(NamedTuple):
-    resolve: Callable[..., Any]
+    read: Callable[[Any], Any]
     type: GraphQLLeafType
     non_null: bool
 
@@ -74,7 +75,7 @@ class _Object(NamedTuple):
 
 
 class _Nested(NamedTuple):
-    resolve: Callable[..., Any]
+    read: Callable[[Any], Any]
     plan: _Object
     non_null: bool
 
@@ -191,7 +192,7 @@ class LeafFastPathExecutionContext(StrawberryGraphQLCoreExecutionContext):
         nested = self._object_plan(nullable, details)
         if nested is None:
             return NOT_PLAIN
-        return _Nested(field.resolve, nested, is_non_null_type(field.type))
+        return _Nested(_reader(field), nested, is_non_null_type(field.type))
 
     def execute_field(
         self,
@@ -306,8 +307,23 @@ def _plan(
     nullable = get_nullable_type(field.type)
     if not is_leaf_type(nullable):
         return NOT_PLAIN
-    assert field.resolve is not None
-    return _Leaf(field.resolve, nullable, is_non_null_type(field.type))
+    return _Leaf(_reader(field), nullable, is_non_null_type(field.type))
+
+
+def _reader(definition: GraphQLField) -> Callable[[Any], Any]:
+    """How a basic field is read off its source: the attribute itself when strawberry would
+    read it with ``getattr`` (its default resolver), else through strawberry's resolver."""
+    field = definition.extensions.get("strawberry-definition")
+    if (
+        isinstance(field, StrawberryField)
+        and field.base_resolver is None
+        and type(field).get_result is StrawberryField.get_result
+        and field.default_resolver is getattr
+    ):
+        return attrgetter(field.python_name)
+    resolve = definition.resolve
+    assert resolve is not None
+    return lambda source: resolve(source, None)
 
 
 # strawberry's wrappers of a field's resolver (``GraphQLCoreConverter.from_resolver``)
@@ -374,17 +390,17 @@ def _answer_object(plan: _Object, source: Any, info: GraphQLResolveInfo[Any]) ->
 
 
 def _answer_nested(nested: _Nested, source: Any, info: GraphQLResolveInfo[Any]) -> Any:
-    value = _read(nested.resolve, source, nested.non_null)
+    value = _read(nested.read, source, nested.non_null)
     if value is None or value is _GENERAL:
         return value
     return _answer_object(nested.plan, value, info)
 
 
-def _read(resolve: Callable[..., Any], source: Any, non_null: bool) -> Any:
+def _read(read: Callable[[Any], Any], source: Any, non_null: bool) -> Any:
     """The field's value read off ``source``: None for an allowed null, ``_GENERAL`` when the
     read fails or gives what only the general path reports (an error, a forbidden null)."""
     try:
-        value = resolve(source, None)
+        value = read(source)
     except Exception:
         return _GENERAL
     if value is None or value is Undefined:
@@ -395,7 +411,7 @@ def _read(resolve: Callable[..., Any], source: Any, non_null: bool) -> Any:
 
 
 def _answer(leaf: _Leaf, source: Any) -> Any:
-    value = _read(leaf.resolve, source, leaf.non_null)
+    value = _read(leaf.read, source, leaf.non_null)
     if value is None or value is _GENERAL:
         return value
     try:

@@ -12,6 +12,7 @@ import pytest
 import strawberry
 from hypothesis import given
 from hypothesis import strategies as st
+from strawberry.schema.config import StrawberryConfig
 
 from resolvers import execution
 from resolvers.execution import LeafFastPathExecutionContext
@@ -472,3 +473,47 @@ def test_plain_resolvers_are_called_directly_and_the_others_are_not() -> None:
     shop = shops.type_map["Shop"]
     assert execution._plan(shops, shop, "secret") is None  # type: ignore[arg-type]
     assert type(execution._plan(shops, shop, "later")) is execution._Resolver  # type: ignore[arg-type]
+
+
+ROWS: list[dict[str, Any]] = [{"name": "a", "size": 1}, {"name": "b", "size": None}]
+
+
+@strawberry.type
+class Row:
+    name: str
+    size: int | None
+
+
+@strawberry.type
+class RowQuery:
+    @strawberry.field
+    def rows(self) -> list[Row]:
+        return ROWS  # type: ignore[return-value]
+
+
+def by_key(source: Any, name: str) -> Any:
+    return source[name]
+
+
+def test_a_schema_default_resolver_is_kept_and_getattr_is_read_directly() -> None:
+    # given rows that are dicts, read by a schema whose default resolver looks keys up
+    schemas = [
+        strawberry.Schema(
+            query=RowQuery,
+            config=StrawberryConfig(default_resolver=by_key),
+            execution_context_class=context,
+        )
+        for context in (None, LeafFastPathExecutionContext)
+    ]
+    answers = [schema.execute_sync("{ rows { name size } }") for schema in schemas]
+    # then both read the keys, alike, and the fast path reads them through that resolver
+    assert answers[1].data == answers[0].data == {"rows": ROWS}
+    graphql = schemas[1]._schema
+    name = execution._plan(graphql, graphql.type_map["Row"], "name")  # type: ignore[arg-type]
+    assert type(name) is execution._Leaf
+    assert name.read(ROWS[0]) == "a"
+    # and the gateway's plain leaves are read as attributes, without strawberry's resolver
+    gateway = build_schema()._schema
+    leaf = execution._plan(gateway, gateway.type_map["Variant"], "sku")  # type: ignore[arg-type]
+    assert type(leaf) is execution._Leaf
+    assert type(leaf.read).__name__ == "attrgetter"
