@@ -85,6 +85,7 @@ class _Resolver(NamedTuple):
 
     definition: GraphQLField
     field: StrawberryField
+    resolver: Callable[..., Any]  # the field's StrawberryResolver
     make_info: Callable[..., Any]  # strawberry's Info class
     convert: Callable[[dict[str, Any], Any], dict[str, Any]]  # raw arguments, Info -> kwargs
     takes_self: bool
@@ -99,9 +100,7 @@ class _Resolver(NamedTuple):
                 kwargs[name] = source
             if self.info_name is not None:
                 kwargs[self.info_name] = self.make_info(_raw_info=info, _field=self.field)
-        resolver = self.field.base_resolver
-        assert resolver is not None
-        return resolver(*args, **kwargs)
+        return self.resolver(*args, **kwargs)
 
 
 class LeafFastPathExecutionContext(StrawberryGraphQLCoreExecutionContext):
@@ -359,6 +358,7 @@ def _plan_resolver(schema: GraphQLSchema, definition: GraphQLField) -> _Resolver
     return _Resolver(
         definition=definition,
         field=field,
+        resolver=resolver,
         make_info=config.info_class,
         convert=convert,
         takes_self=resolver.self_parameter is not None,
