@@ -32,7 +32,7 @@ import logging
 import secrets
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from datetime import datetime
 
 from sqlalchemy.exc import SQLAlchemyError
@@ -144,10 +144,28 @@ class OrderRequest:
     coupon_codes: tuple[str, ...] = ()
 
     def fingerprint(self) -> str:
-        """A hash of everything the request asks for: the same key must come with the same."""
-        body = asdict(self)
-        body.pop("idempotency_key")
-        body["fulfillment"] = self.fulfillment.value
+        """A hash of everything the request asks for: the same key must come with the same.
+
+        The JSON hashed is ``dataclasses.asdict`` of the request without its key, built by hand
+        (``asdict`` deep-copies every field on every order): a fingerprint stored before an
+        upgrade still matches the same request after it."""
+        destination = self.destination
+        body = {
+            "channel": self.channel,
+            "customer_id": self.customer_id,
+            "lines": self.lines,
+            "fulfillment": self.fulfillment.value,
+            "store_id": self.store_id,
+            "destination": None
+            if destination is None
+            else {
+                "lat": destination.lat,
+                "lon": destination.lon,
+                "postal_code": destination.postal_code,
+            },
+            "redeem_points": self.redeem_points,
+            "coupon_codes": self.coupon_codes,
+        }
         encoded = json.dumps(body, sort_keys=True, separators=(",", ":"), default=str)
         return hashlib.sha256(encoded.encode()).hexdigest()
 

@@ -19,6 +19,7 @@ feed), and ``degraded_ttl`` while the bus is cut off from Redis.
 from __future__ import annotations
 
 import hashlib
+import re
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Mapping
@@ -44,6 +45,9 @@ _TAG_KINDS: Mapping[str, tuple[str, ...]] = {
 # Answers with these tags are kept current by these feeds.
 _TAG_FEEDS: Mapping[str, str] = {"stock:": "erp", "price:": "pricing"}
 MAX_BODY = 256 * 1024  # a request body larger than this is not looked up
+# A document that opens with a mutation is never answered from the cache (whichever of its
+# operations runs, a mutation's answer is not kept): its key is not worked out.
+_OPENS_WITH_MUTATION = re.compile(r"\s*mutation\b")
 
 
 def _any_tag(tags: Iterable[str], prefix: str) -> bool:
@@ -249,6 +253,8 @@ def _key(scope: Scope, headers: Headers, body: bytes | None, policy: str) -> str
             return None
         query, extensions = request.get("query"), request.get("extensions")
         if not isinstance(query, str) and not isinstance(extensions, dict):
+            return None
+        if isinstance(query, str) and _OPENS_WITH_MUTATION.match(query):
             return None
         parts = [query, request.get("operationName"), request.get("variables"), extensions]
         try:

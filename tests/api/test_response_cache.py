@@ -67,6 +67,7 @@ def test_channels_with_the_same_scopes_share_answers_and_others_do_not(
             '"2026-01-01T00:00:00Z", to: "2027-01-01T00:00:00Z") { orders } } } }',
             {"id": "U3RvcmU6MDAwMQ=="},
         ),
+        ("mutation { __typename }", {}),
     ],
 )
 def test_answers_that_are_not_shared_reads_are_never_answered_again(
