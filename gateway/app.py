@@ -53,6 +53,7 @@ from gateway.orders.changes import OrderChanges
 from gateway.orders.delivery import handlers
 from gateway.orders.outbox import OutboxWorker, purge_forever
 from gateway.orders.placement import OrderService
+from gateway.orders.prices import SharedPriceReads
 from gateway.orders.runtime import Orders
 from gateway.orders.shipments import OrderStatusUpdates
 from gateway.orders.store import IdempotencyKeys, OrderReader
@@ -122,6 +123,10 @@ def create_app(
             ledger = InventoryLedger(database, clock=_now)
             await _load_stock(ledger, ports)
             orders = _orders(config.orders, database, ledger, cart, directory, ports, shared)
+            fresh_prices = SharedPriceReads(
+                ports.prices.prices, calls_per_zone=config.orders.price_calls_per_zone
+            )
+            stack.push_async_callback(fresh_prices.aclose)
             stock = _stock_positions(config.read_model, ledger, shared.bus)
             live = LiveHub(shared.bus, ledger, shared.reads.prices, config.subscriptions.max_lag)
             followers = reading.followers_for(config, shared, database, ledger, ports, orders)
@@ -155,6 +160,7 @@ def create_app(
                 sockets,
                 freshness,
                 config.resilience.feed_stale_after,
+                fresh_prices,
                 stock,
             )
             yield {
@@ -321,7 +327,12 @@ class GatewayGraphQL(GraphQLOverHTTP):
             ),
             runtime=runtime,
             loaders=build_loaders(
-                runtime.backends, runtime.ledger, runtime.reads, provenance, runtime.stock
+                runtime.backends,
+                runtime.ledger,
+                runtime.reads,
+                provenance,
+                runtime.fresh_prices,
+                runtime.stock,
             ),
             provenance=provenance,
         )

@@ -159,6 +159,9 @@ class OrdersConfig(_Strict):
     # Seconds. A placement renews its idempotency key's lease while it runs; a key whose
     # placement died is taken over by the next request with it within this.
     placement_lease: float = Field(default=3.0, gt=0)
+    # Orders of one price zone asking at once share calls to the pricing engine, at most this
+    # many at a time per zone and process (gateway.orders.prices).
+    price_calls_per_zone: int = Field(default=1, ge=1)
     # Delivered outbox rows are kept this long (for an operator to look into), then purged
     # by every process every ``outbox_purge_interval``.
     outbox_retention: float = Field(default=7 * 24 * 3600.0, ge=0)

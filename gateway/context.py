@@ -17,7 +17,7 @@ from gateway.config import SubscriptionsConfig
 from gateway.degraded import Degradations
 from gateway.ledger import InventoryLedger
 from gateway.live import LiveHub, LiveSockets
-from gateway.loaders import Loaders
+from gateway.loaders import Loaders, PriceLookup
 from gateway.locations import LocationDirectory
 from gateway.metrics import Metrics
 from gateway.offers import PersonalOffers
@@ -52,6 +52,7 @@ class Runtime:
     sockets: LiveSockets
     freshness: FeedFreshness
     feed_stale_after: float  # seconds: what a feed not read for this long feeds is stale
+    fresh_prices: PriceLookup  # orders' prices, read from the engine (shared calls)
     stock: StockPositions | None = None  # positions held for reads; None: read each time
 
 

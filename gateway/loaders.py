@@ -68,8 +68,12 @@ def build_loaders(
     ledger: InventoryLedger,
     reads: ReadModel,
     provenance: Provenance,
+    fresh_prices: PriceLookup,
     stock: StockPositions | None = None,
 ) -> Loaders:
+    """The loaders of one request. Orders' prices are read by ``fresh_prices`` (the
+    process's ``SharedPriceReads``), from the engine itself."""
+
     async def product_by_code(codes: Sequence[str]) -> list[Product | None]:
         found = await reads.products(codes)
         provenance.tag("product:", found)
@@ -105,7 +109,7 @@ def build_loaders(
         product_by_code=DataLoader(product_by_code),
         product_by_sku=DataLoader(product_by_sku),
         price_by_sku=DataLoader(_prices(reads.prices, provenance, reads.last_known)),
-        current_price_by_sku=DataLoader(_prices(_read_now(backends), provenance)),
+        current_price_by_sku=DataLoader(_prices(_read_now(fresh_prices), provenance)),
         position_by_sku=DataLoader(
             current_position_by_sku if stock is None else held_position_by_sku
         ),
@@ -157,9 +161,9 @@ def _prices(
     return price_by_sku  # type: ignore[return-value]
 
 
-def _read_now(backends: Backends) -> PriceLookup:
+def _read_now(read: PriceLookup) -> PriceLookup:
     async def lookup(skus: Sequence[str], store: str | None) -> Mapping[str, Price]:
-        found = await backends.prices.prices(skus, store)
+        found = await read(skus, store)
         now = datetime.now(UTC)
         return {sku: replace(price, read_at=now) for sku, price in found.items()}
 

@@ -364,3 +364,37 @@ def test_a_coupon_is_used_no_more_often_than_it_may_be_even_at_once(
     )
     assert again["order"] is None
     assert again["userErrors"][0]["code"] == "COUPON_LIMIT_REACHED"
+
+
+def test_orders_that_ask_at_once_share_their_calls_to_the_pricing_engine(
+    gateway: ServedGateway, truth: DemoEstate, estate: RunningEstate
+) -> None:
+    # given six SKUs in stock, and a pricing engine that takes 300 ms to answer
+    store = _store(truth)
+    skus = [_stocked(gateway, truth, store, 2) for _ in range(6)]
+    expected = {sku: _cart_total(gateway, sku) for sku in skus}
+    pricing = estate.urls["pricing"]
+    knobs = httpx.get(f"{pricing}/_sim/knobs").json()
+    before = httpx.get(f"{pricing}/_sim/stats").json()["calls"].get("GetPrices", 0)
+    httpx.post(f"{pricing}/_sim/knobs", json={"latency_ms": 300}).raise_for_status()
+
+    # when six tills sell one of them each at the same moment
+    try:
+        with ThreadPoolExecutor(max_workers=6) as pool:
+            outcomes = list(pool.map(lambda sku: _place(gateway, _carry_out(sku, store)), skus))
+    finally:
+        httpx.post(f"{pricing}/_sim/knobs", json=knobs).raise_for_status()
+    calls = httpx.get(f"{pricing}/_sim/stats").json()["calls"].get("GetPrices", 0) - before
+
+    # then every order is placed at its own SKU's price, and the engine got fewer calls than
+    # orders: those that asked while a call was out went together in the next one
+    orders = [outcome["order"] for outcome in outcomes]
+    assert [order["lines"][0]["sku"] for order in orders] == skus
+    assert {order["lines"][0]["sku"]: order["total"]["amount"] for order in orders} == expected
+    assert 1 <= calls < len(skus), calls
+
+
+def _cart_total(gateway: ServedGateway, sku: str) -> str:
+    lines = [{"sku": sku, "quantity": 1}]
+    body = gateway.graphql(CART, {"input": {"lines": lines}}, key="demo-pos").json()
+    return body["data"]["cart"]["total"]["amount"]  # type: ignore[no-any-return]
