@@ -7,7 +7,7 @@ import time
 from collections.abc import Iterator
 
 import strawberry
-from graphql import FieldNode, GraphQLError, OperationDefinitionNode
+from graphql import FieldNode, GraphQLError, MiddlewareManager, OperationDefinitionNode
 from strawberry import relay
 from strawberry.extensions import SchemaExtension
 from strawberry.schema.config import StrawberryConfig
@@ -99,6 +99,22 @@ class GatewaySchema(strawberry.Schema):
         self, errors: list[GraphQLError], execution_context: ExecutionContext | None = None
     ) -> None:
         log_request_errors(errors)
+
+    def _get_middleware_manager(self, extensions: list[SchemaExtension]) -> MiddlewareManager:
+        # Strawberry builds a manager for every request, around the extensions that resolve
+        # (a manager holds them, and they are made per request). When none does, one empty
+        # manager, which holds nothing, serves every request.
+        if _any_resolves(tuple(type(extension) for extension in extensions)):
+            return super()._get_middleware_manager(extensions)
+        return _NO_MIDDLEWARE
+
+
+_NO_MIDDLEWARE = MiddlewareManager()
+
+
+@functools.cache
+def _any_resolves(kinds: tuple[type[SchemaExtension], ...]) -> bool:
+    return any(kind._implements_resolve() for kind in kinds)
 
 
 @functools.cache  # strawberry's relay node field can be bound to one schema only

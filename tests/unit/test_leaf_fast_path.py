@@ -12,11 +12,12 @@ import pytest
 import strawberry
 from hypothesis import given
 from hypothesis import strategies as st
+from strawberry.extensions import SchemaExtension
 from strawberry.schema.config import StrawberryConfig
 
 from resolvers import execution
 from resolvers.execution import LeafFastPathExecutionContext
-from resolvers.schema import build_schema
+from resolvers.schema import GatewaySchema, build_schema
 
 
 @strawberry.enum
@@ -517,3 +518,36 @@ def test_a_schema_default_resolver_is_kept_and_getattr_is_read_directly() -> Non
     leaf = execution._plan(gateway, gateway.type_map["Variant"], "sku")  # type: ignore[arg-type]
     assert type(leaf) is execution._Leaf
     assert type(leaf.read).__name__ == "attrgetter"
+
+
+def test_requests_share_one_empty_middleware_manager_when_no_extension_resolves() -> None:
+    schema = build_schema()
+    assert isinstance(schema, GatewaySchema)
+    one = schema._get_middleware_manager(schema.get_extensions())
+    other = schema._get_middleware_manager(schema.get_extensions())
+    assert one is other
+    assert not one.middlewares
+
+
+class Shout(SchemaExtension):
+    def resolve(self, _next: Any, root: Any, info: Any, *args: Any, **kwargs: Any) -> Any:
+        result = _next(root, info, *args, **kwargs)
+        return result.upper() if isinstance(result, str) else result
+
+
+@strawberry.type
+class Greeting:
+    hello: str = "hi"
+
+
+def test_an_extension_that_resolves_still_wraps_every_resolver() -> None:
+    schema = GatewaySchema(
+        query=Greeting,
+        extensions=[Shout],
+        execution_context_class=LeafFastPathExecutionContext,
+    )
+    managers = [schema._get_middleware_manager(schema.get_extensions()) for _ in range(2)]
+    assert managers[0] is not managers[1]
+    result = schema.execute_sync("{ hello }", root_value=Greeting())
+    assert result.errors is None
+    assert result.data == {"hello": "HI"}
