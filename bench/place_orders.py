@@ -57,6 +57,7 @@ import uvicorn
 from adapters.http import BackendClient, backend_client
 from bench.read_listing import process_cpu_seconds
 from bench.report import wrapped, write_section
+from gateway.http_protocol import ResponseInOneWrite
 from legacy.demo import DemoEstate, generate
 from legacy.launcher import EstateConfig, RunningEstate, start_estate
 from legacy.seed import MANIFEST, seed
@@ -568,7 +569,9 @@ def served_in_thread(config: Path, database_url: str) -> Iterator[ThreadGateway]
     from gateway.config import Settings
 
     app = create_app(Settings(gateway_config=config, database_url=database_url))
-    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", access_log=False))
+    server = uvicorn.Server(
+        uvicorn.Config(app, log_level="warning", access_log=False, http=ResponseInOneWrite)
+    )
     listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     listener.bind(("127.0.0.1", 0))
     loops: queue.Queue[asyncio.AbstractEventLoop] = queue.Queue()

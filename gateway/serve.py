@@ -31,6 +31,7 @@ from gateway.config import (
     Settings,
 )
 from gateway.health import Draining
+from gateway.http_protocol import ResponseInOneWrite
 from gateway.live import LiveSockets
 
 if TYPE_CHECKING:
@@ -61,6 +62,8 @@ def serve(
             host=settings.host,
             port=settings.port,
             log_level="warning",
+            access_log=False,
+            http=ResponseInOneWrite,
             timeout_graceful_shutdown=max(1, math.ceil(shutdown.grace)),
         )
         # uvicorn re-raises Ctrl-C once it has shut down gracefully; that is the normal way out.

@@ -18,6 +18,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from starlette.applications import Starlette
 from starlette.types import ASGIApp
 
+from gateway.http_protocol import ResponseInOneWrite
 from legacy.demo import DemoEstate
 from legacy.launcher import EstateConfig, RunningEstate, default_erp_url, start_estate
 from legacy.sim import Knobs
@@ -168,7 +169,9 @@ def serve_on_thread(
     if send_buffer is not None:
         listener.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, send_buffer)
     listener.bind(("127.0.0.1", 0))
-    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", access_log=False))
+    server = uvicorn.Server(
+        uvicorn.Config(app, log_level="warning", access_log=False, http=ResponseInOneWrite)
+    )
     thread = threading.Thread(target=server.run, kwargs={"sockets": [listener]}, daemon=True)
     thread.start()
     deadline = time.monotonic() + 30
