@@ -236,14 +236,31 @@ def measure(
 ) -> Measure:
     """Walk every operation of ``document`` (fragments expanded where they are spread) and
     return what it costs; raises LimitExceeded at the first limit passed, so the walk is
-    bounded by the limits whatever the document."""
+    bounded by the limits whatever the document. A document whose cost reads no variable (no
+    page size given by one) is walked once per schema and limits: what it costs then is
+    remembered (the same ``Measure``, not to be changed)."""
+    key = (id(document), id(schema), limits)
+    known = _MEASURED.get(key)
+    if known is not None and known[0] is document and known[1] is schema:
+        return known[2]
     walk = _Walk(document, schema, limits, variables or {})
     for definition in document.definitions:
         if isinstance(definition, OperationDefinitionNode):
             walk.directives(len(definition.directives or ()))
             root = schema.get_root_type(definition.operation)
             walk.selections(definition.selection_set, root, depth=1, multiplier=1, path=())
+    if not walk.read_variables:
+        if len(_MEASURED) >= MEASURED_MEMORY:
+            _MEASURED.clear()
+        _MEASURED[key] = (document, schema, walk.measure)
     return walk.measure
+
+
+# What documents whose cost reads no variable cost, per (document's and schema's identity,
+# limits), kept with the document and schema so that their identities cannot be reused: parsed
+# documents come from the parse cache, the same few again and again.
+_MEASURED: dict[tuple[int, int, DocumentLimits], tuple[DocumentNode, GraphQLSchema, Measure]] = {}
+MEASURED_MEMORY: Final = 1024
 
 
 class _Walk:
@@ -264,6 +281,7 @@ class _Walk:
             if isinstance(definition, FragmentDefinitionNode)
         }
         self.measure = Measure()
+        self.read_variables = False  # whether what it costs depends on the variables
 
     def selections(
         self,
@@ -366,6 +384,7 @@ class _Walk:
         if isinstance(value, IntValueNode):
             return int(value.value)
         if isinstance(value, VariableNode):
+            self.read_variables = True
             name = value.name.value
             return self.variables.get(name, self.defaults.get(name))
         return None

@@ -68,6 +68,34 @@ def test_the_page_size_comes_from_the_variables_then_the_default() -> None:
     assert default.cost > ten.cost
 
 
+def test_a_cost_that_reads_no_variable_is_worked_out_once_per_document_and_limits() -> None:
+    document = parse("{ products(first: 2) { totalCount } }")
+    schema = graph_schema()
+
+    first = measure(document, schema, DocumentLimits())
+    again = measure(document, schema, DocumentLimits(), {"first": 50})
+    other_limits = measure(document, schema, DocumentLimits(max_depth=6))
+
+    assert again is first
+    assert other_limits is not first
+    assert other_limits == first
+    assert first.cost == 3
+    # a limit the document passes is still enforced, whatever was remembered under others
+    with pytest.raises(LimitExceeded):
+        measure(document, schema, DocumentLimits(max_cost=2))
+    # and the same text parsed again is another document: walked again
+    parsed_again = parse("{ products(first: 2) { totalCount } }")
+    assert measure(parsed_again, schema, DocumentLimits()) == first
+
+
+def test_a_cost_that_reads_a_variable_is_worked_out_for_every_request() -> None:
+    document = parse("query($n: Int) { products(first: $n) { totalCount } }")
+    schema = graph_schema()
+
+    assert measure(document, schema, DocumentLimits(), {"n": 2}).cost == 3
+    assert measure(document, schema, DocumentLimits(), {"n": 5}).cost == 6
+
+
 def test_a_fragment_is_counted_where_it_is_spread_and_a_cycle_ends_the_walk() -> None:
     document = parse(
         "{ a: products(first: 2) { ...page } b: products(first: 3) { ...page } }"
