@@ -31,7 +31,7 @@ import json
 import logging
 import secrets
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Coroutine, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 
@@ -356,30 +356,32 @@ class OrderService:
         if isinstance(claimed, Placement):
             return claimed
         held = _Held(request.channel, request.idempotency_key, claimed.owner)
-        renewing = asyncio.create_task(self._keep_renewing(held))
+        renewing = _Renewing(lambda: self._keep_renewing(held), self._renew_every)
         placed: Placement | None = None
         try:
             placed = await self._place_claimed(claimed, held, request, loaders)
             return placed
         finally:
-            renewing.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await renewing
+            await renewing.stop()
             if placed is None or placed.order is None:
                 await self._keys.forget(held.channel, held.key, held.owner)
 
+    @property
+    def _renew_every(self) -> float:
+        return self._keys.lease.total_seconds() / 3
+
     async def _keep_renewing(self, held: _Held) -> None:
-        """Renew the key's lease three times per lease for as long as the placement runs, so
-        that only a placement that has died (or stalled for a whole lease) is taken over."""
-        interval = self._keys.lease.total_seconds() / 3
+        """Renew the key's lease, then again every third of a lease for as long as the
+        placement runs, so that only a placement that has died (or stalled for a whole lease)
+        is taken over."""
         while True:
-            await asyncio.sleep(interval)
             try:
                 if not await self._keys.renew(held.channel, held.key, held.owner, self._clock()):
                     log.warning("key %s/%s was taken over while placing", held.channel, held.key)
                     return
             except (SQLAlchemyError, OSError) as exc:  # the next renewal tries again
                 log.warning("could not renew the lease of %s/%s: %s", held.channel, held.key, exc)
+            await asyncio.sleep(self._renew_every)
 
     async def _claim(self, request: OrderRequest) -> _Claimed | Placement:
         """The order id to place under, or the placement to answer with instead."""
@@ -590,6 +592,26 @@ class _Held:
     channel: str
     key: str
     owner: str
+
+
+class _Renewing:
+    """Runs ``renew`` (a key's renewals) from ``after`` seconds on, until stopped: most
+    placements end well within a third of their lease, and start no task at all."""
+
+    def __init__(self, renew: Callable[[], Coroutine[object, object, None]], after: float) -> None:
+        self._renew = renew
+        self._task: asyncio.Task[None] | None = None
+        self._timer = asyncio.get_running_loop().call_later(after, self._start)
+
+    def _start(self) -> None:
+        self._task = asyncio.create_task(self._renew())
+
+    async def stop(self) -> None:
+        self._timer.cancel()
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
 
 
 @dataclass(frozen=True, slots=True)

@@ -12,6 +12,7 @@ from decimal import Decimal
 import httpx
 import pytest
 
+from gateway.config import OrdersConfig
 from legacy.demo import DemoEstate
 from legacy.launcher import RunningEstate
 from tests.api.test_offers import _token
@@ -398,3 +399,35 @@ def _cart_total(gateway: ServedGateway, sku: str) -> str:
     lines = [{"sku": sku, "quantity": 1}]
     body = gateway.graphql(CART, {"input": {"lines": lines}}, key="demo-pos").json()
     return body["data"]["cart"]["total"]["amount"]  # type: ignore[no-any-return]
+
+
+def test_a_placement_that_outlasts_its_lease_keeps_its_key(
+    truth: DemoEstate, estate: RunningEstate, pg_databases: Callable[[], str]
+) -> None:
+    # given a gateway whose keys are leased for 0.45 s, and a pricing engine that takes 1 s
+    served = serve_gateway(
+        estate, pg_databases(), config={"orders": OrdersConfig(placement_lease=0.45)}
+    )
+    pricing = estate.urls["pricing"]
+    knobs = httpx.get(f"{pricing}/_sim/knobs").json()
+    store = _store(truth)
+    sku = _stocked(served, truth, store, 2)
+    order = _carry_out(sku, store)
+    httpx.post(f"{pricing}/_sim/knobs", json={"latency_ms": 1000}).raise_for_status()
+    try:
+        # when the same order is sent again with its key while the first is still placing,
+        # after a whole lease has passed
+        with ThreadPoolExecutor(max_workers=2) as pool:
+            first = pool.submit(_place, served, order)
+            time.sleep(0.7)
+            again = pool.submit(_place, served, order)
+            answers = [first.result(), again.result()]
+    finally:
+        httpx.post(f"{pricing}/_sim/knobs", json=knobs).raise_for_status()
+        served.stop()
+
+    # then the first kept its key (it renewed the lease) and placed the only order: the
+    # second waited for it and was answered with it
+    assert answers[0]["order"] is not None, answers[0]
+    assert answers[1]["replayed"] is True, answers[1]
+    assert answers[1]["order"]["id"] == answers[0]["order"]["id"]
